@@ -1,0 +1,1 @@
+"""Torch side: corpus, tokenizer, the network, the diffusion objective and training."""
