@@ -23,6 +23,7 @@ CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
 STATE = "train_state.json"
 OPTIMIZER = "optimizer.safetensors"
+CHECKPOINT_FILES = {WEIGHTS, CONFIG, TOKENIZER, STATE, OPTIMIZER}
 
 
 def save_checkpoint(folder: Path, model: DiffusionLM, tokenizer_path: Path, state: dict,
@@ -41,9 +42,20 @@ def save_checkpoint(folder: Path, model: DiffusionLM, tokenizer_path: Path, stat
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
+        keep_other_files(folder, tmp)
         folder.rename(old)
     tmp.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def keep_other_files(old: Path, new: Path) -> None:
+    """Move files that are not part of a checkpoint (the training log) into the new folder.
+
+    A rename keeps the inode, so a log file still open for appending keeps working.
+    """
+    for path in old.iterdir():
+        if path.name not in CHECKPOINT_FILES and not (new / path.name).exists():
+            path.rename(new / path.name)
 
 
 def has_checkpoint(folder: Path) -> bool:

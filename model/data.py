@@ -50,24 +50,29 @@ class SampleSource:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def window(self) -> tuple[np.ndarray, bool]:
+    def window(self, max_len: int | None = None) -> tuple[np.ndarray, bool]:
         """A random window of a length-weighted random document, and whether it reaches the end."""
         pos = self.rng.randrange(len(self.tokens))
         doc = int(np.searchsorted(self.offsets, pos, side="right")) - 1
         start, end = int(self.offsets[doc]), int(self.offsets[doc + 1])
-        room = self.max_len - 8  # specials, and slack for re-tokenisation after the FIM cut
+        room = self._limit(max_len) - 8  # specials, and slack for re-tokenisation after the FIM cut
         if end - start > room:
             start = self.rng.randrange(start, end - room + 1)
         stop = min(end, start + room)
         return np.asarray(self.tokens[start:stop], dtype=np.int64), stop == end
 
-    def sample(self) -> list[int]:
-        window, at_end = self.window()
+    def _limit(self, max_len: int | None) -> int:
+        return self.max_len if max_len is None else min(self.max_len, max_len)
+
+    def sample(self, max_len: int | None = None) -> list[int]:
+        """One sample of at most `max_len` tokens (default self.max_len), sized to fit before the FIM cut."""
+        limit = self._limit(max_len)
+        window, at_end = self.window(limit)
         if self.rng.random() < self.fim_rate:
             text = self.tokenizer.decode(window.tolist(), skip_special_tokens=False)
-            return fim_example(text, self.encode, self.rng, self.ids)[: self.max_len]
+            return fim_example(text, self.encode, self.rng, self.ids)[:limit]
         tail = [self.ids.eos] if at_end else []
-        return ([self.ids.bos] + window.tolist() + tail)[: self.max_len]
+        return ([self.ids.bos] + window.tolist() + tail)[:limit]
 
 
 def pack_row(source: SampleSource, length: int, pad_id: int) -> tuple[list[int], list[int], list[int]]:
@@ -77,7 +82,9 @@ def pack_row(source: SampleSource, length: int, pad_id: int) -> tuple[list[int],
     samples: list[int] = []
     n = 0
     while length - len(ids) >= MIN_TAIL or not ids:
-        sample = source.sample()[: length - len(ids)]
+        # Ask for a sample that fits the room left: cutting a FIM sample afterwards
+        # would drop its middle (SPM puts the middle last).
+        sample = source.sample(length - len(ids))[: length - len(ids)]
         ids += sample
         positions += range(len(sample))
         samples += [n] * len(sample)

@@ -40,6 +40,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-kv-heads", type=int, default=0, help="new model only: key/value heads (0 = n-heads)")
     p.add_argument("--ffn-hidden", type=int, default=0, help="new model only: SwiGLU width (0 = 8/3 d-model rounded to 64)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs still written)")
+    p.add_argument("--log-every", type=int, default=50, help="steps between training-loss log lines")
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:

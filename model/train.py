@@ -297,6 +297,9 @@ def train(args: argparse.Namespace) -> dict:
             tok_s = window_tokens / max(1e-9, time.time() - window_start)
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()} | {"tok/s": f"{tok_s:,.0f}", "lr": f"{lr:.1e}"})
+            if state["step"] % args.log_every == 0:
+                print(json.dumps({"step": state["step"], "tokens_total": state["tokens_total"], "tok_s": round(tok_s),
+                                  "lr": float(f"{lr:.3g}"), **{k: round(v, 4) for k, v in parts.items()}}), file=log_file, flush=True)
             done = state["step"] >= total_steps
             out_of_time = args.max_minutes and time.time() - clock.start > args.max_minutes * 60
             out_of_steps = args.max_steps and state["step"] >= args.max_steps
