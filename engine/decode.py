@@ -258,8 +258,10 @@ class _Decoder:
         rng: Optional[np.random.Generator],
         should_stop: Optional[Callable[[list[int]], bool]],
         should_cancel: Optional[Callable[[], bool]],
+        banned_ids: Sequence[int] = (),
     ):
         self.step = step
+        self.banned = np.array(sorted({mask_id, *banned_ids}), dtype=np.int64)
         self.context = context
         self.config = config
         self.mask_id = mask_id
@@ -323,13 +325,14 @@ class _Decoder:
             )
 
     def choose(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens and confidences for rows of logits; never the mask token.
+        """Tokens and confidences for rows of logits; never the mask token nor a banned id.
 
         A committed mask token would be read back as "still noisy" by the model and
-        is never meaningful text, so it is banned before choosing.
+        is never meaningful text, so it is banned before choosing; callers ban the
+        other special tokens (bos, fim markers, pad) the same way.
         """
         logits = np.array(logits, dtype=np.float64)
-        logits[:, self.mask_id] = -np.inf
+        logits[:, self.banned] = -np.inf
         return choose_tokens(logits, self.config.temperature, self.config.top_k, self.rng)
 
     def stop_kind(self, token: int) -> Optional[str]:
@@ -460,6 +463,7 @@ def decode(
     rng: Optional[np.random.Generator] = None,
     should_stop: Optional[Callable[[list[int]], bool]] = None,
     should_cancel: Optional[Callable[[], bool]] = None,
+    banned_ids: Sequence[int] = (),
 ) -> DecodeResult:
     """Generate the continuation of context_ids (laid out by the caller at positions 0..n-1).
 
@@ -469,6 +473,7 @@ def decode(
     called with the tokens so far after every finished block (every token in AR
     mode); True ends decoding with stop_reason "callback". should_cancel: called
     before every step call, prefill included; True raises DecodeCancelled.
+    banned_ids: tokens never committed (besides mask_id), e.g. the other special tokens.
     """
     context, newline_tokens = _validate_ids(
         context_ids, mask_id, eos_id, newline_tokens, config.mode
@@ -476,6 +481,6 @@ def decode(
     if config.temperature > 0.0 and rng is None:
         rng = np.random.default_rng()
     decoder = _Decoder(
-        step, context, config, mask_id, eos_id, newline_tokens, rng, should_stop, should_cancel
+        step, context, config, mask_id, eos_id, newline_tokens, rng, should_stop, should_cancel, banned_ids
     )
     return decoder.run()

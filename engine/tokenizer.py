@@ -59,6 +59,11 @@ class TextCodec:
         """<bos><fim_suffix> suffix <fim_prefix> prefix <fim_middle>: what the model reads before the middle."""
         return [self.bos, self.fim_suffix, *self.encode(suffix), self.fim_prefix, *self.encode(prefix), self.fim_middle]
 
+    @property
+    def banned_ids(self) -> list[int]:
+        """Special tokens a completion may never contain (eos ends it instead)."""
+        return [i for i in range(len(SPECIAL_TOKENS)) if i != self.eos]
+
     @cached_property
     def newline_tokens(self) -> np.ndarray:
         """bool [vocab]: tokens whose text contains a newline (the line-mode stop rule)."""

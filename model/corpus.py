@@ -174,6 +174,24 @@ def select_files(
     return rows, report
 
 
+def cap_train_bytes(rows: list[dict], budget: int, report: CorpusReport) -> list[dict]:
+    """Keep a deterministic subset of the train split (by content hash) within `budget` bytes.
+
+    A machine with many packages (a GPU image) has more source than a short run
+    can use; tokenizing all of it would eat the run's time. Validation is kept whole.
+    """
+    kept, used = [], 0
+    for row in sorted(rows, key=lambda r: (r["split"] != "val", r["sha256"])):
+        if row["split"] == "train" and used + row["bytes"] > budget:
+            report.dropped["over_budget"] += 1
+            report.kept -= 1
+            report.kept_bytes -= row["bytes"]
+            continue
+        used += row["bytes"] if row["split"] == "train" else 0
+        kept.append(row)
+    return kept
+
+
 def read_text(row: dict) -> str:
     """A manifest row's file content (the corpus stores paths, not copies)."""
     return Path(row["path"]).read_bytes().decode("utf-8")
@@ -210,6 +228,7 @@ def build_corpus(
     limits: CorpusLimits = CorpusLimits(),
     val_permille: int = 50,
     sources: Iterable[SourceFile] | None = None,
+    max_mb: float = 0,
 ) -> dict:
     """Collect, filter, split, write the manifest and (with a tokenizer) the token shards."""
     out.mkdir(parents=True, exist_ok=True)
@@ -218,6 +237,8 @@ def build_corpus(
         if extra_site_dirs:
             sources += list(distribution_sources(extra_site_dirs))
     rows, report = select_files(sources, limits, exclude, val_permille)
+    if max_mb:
+        rows = cap_train_bytes(rows, int(max_mb * 1e6), report)
     manifest = {
         "python": sys.version.split()[0],
         "limits": asdict(limits),

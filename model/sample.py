@@ -25,7 +25,7 @@ def infill(model: DiffusionLM, codec: TextCodec, prefix: str, suffix: str, mode:
     was_training = model.training
     result = decode(TorchStep(model, device), codec.spm_context(prefix, suffix), config,
                     mask_id=codec.mask, eos_id=codec.eos, newline_tokens=codec.newline_tokens,
-                    rng=np.random.default_rng(seed))
+                    rng=np.random.default_rng(seed), banned_ids=codec.banned_ids)
     model.train(was_training)
     return codec.decode(result.tokens), result
 

@@ -21,7 +21,7 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
             return 2
         tokenizer = load_tokenizer(path)
     limits = CorpusLimits(max_bytes=args.max_bytes)
-    summary = build_corpus(Path(args.out), tokenizer, args.site, args.exclude, limits, args.val_permille)
+    summary = build_corpus(Path(args.out), tokenizer, args.site, args.exclude, limits, args.val_permille, max_mb=args.max_mb)
     print(json.dumps(summary, indent=1))
     return 0
 
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--site", action="append", default=[], help="extra site-packages folder to scan (repeatable)")
     build.add_argument("--exclude", action="append", default=[], help="distribution to leave out (repeatable)")
     build.add_argument("--max-bytes", type=int, default=500_000, help="drop files larger than this")
+    build.add_argument("--max-mb", type=float, default=0, help="keep at most this many MB of training source (0 = all)")
     build.add_argument("--val-permille", type=int, default=50, help="share of distributions held out, per mille")
     build.set_defaults(func=cmd_corpus_build)
 

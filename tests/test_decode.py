@@ -540,3 +540,22 @@ def test_any_schedule_yields_the_target_within_budget(target, probs, block_size,
     else:
         assert sum(result.steps_per_block) == result.forward_passes
         assert all(1 <= s <= block_size for s in result.steps_per_block)
+
+
+def test_banned_ids_are_never_committed():
+    """Special tokens the caller bans never appear, even when the model prefers them."""
+    vocab = 16
+    banned = [0, 2, 4, 5, 6]
+
+    def step(input_ids, position_ids, attention_mask, past):
+        q = input_ids.shape[1]
+        logits = np.zeros((1, q, vocab), np.float32)
+        logits[..., 5] = 10.0  # the model's favourite is a fim marker
+        logits[..., 9] = 5.0
+        kv = [(np.zeros((1, 1, q, 2), np.float32), np.zeros((1, 1, q, 2), np.float32))]
+        return logits, kv
+
+    for block_size in (1, 4):
+        result = decode(step, [2, 5, 7, 8], DecodeConfig(block_size=block_size, max_tokens=6, mode="block"),
+                        mask_id=1, eos_id=3, banned_ids=banned)
+        assert result.tokens == [9] * 6
