@@ -86,6 +86,8 @@ class DecodeConfig:
     temperature: float = 0.0
     # When sampling, draw only among the k most likely tokens; 0 = no restriction.
     top_k: int = 0
+    # Diffusion: each block's first token is the AR head's choice at the clean token before it.
+    anchor: bool = True
 
     def __post_init__(self) -> None:
         if not _is_int(self.block_size) or self.block_size < 1:
@@ -282,7 +284,7 @@ class _Decoder:
         if self.config.block_size == 1:
             stop_reason = self.run_autoregressive(last_logits)
         else:
-            stop_reason = self.run_blocks()
+            stop_reason = self.run_blocks(last_logits[-1:])
         return DecodeResult(
             tokens=self.tokens,
             confidences=self.confidences,
@@ -373,12 +375,14 @@ class _Decoder:
 
     # diffusion mode
 
-    def run_blocks(self) -> str:
+    def run_blocks(self, prefill_logits: np.ndarray) -> str:
         pending: list[int] = []  # committed tokens of the previous block, not cached yet
+        anchor_logits: Optional[np.ndarray] = prefill_logits  # AR logits for the first block's first token
         while True:
             # Never start past the limit: the last block shrinks so max_tokens is exact.
             block_len = min(self.config.block_size, self.config.max_tokens - len(self.tokens))
-            tokens, confidences, steps = self.denoise_block(pending, block_len)
+            tokens, confidences, steps = self.denoise_block(pending, block_len, anchor_logits)
+            anchor_logits = None  # later blocks get theirs from their first (fused) step
             self.steps_per_block.append(steps)
             stop_reason = self.accept(tokens, confidences)
             if stop_reason is not None:
@@ -386,34 +390,60 @@ class _Decoder:
             pending = tokens
 
     def denoise_block(
-        self, pending: list[int], block_len: int
+        self, pending: list[int], block_len: int, anchor_logits: Optional[np.ndarray] = None
     ) -> tuple[list[int], list[float], int]:
         """Denoise one block from all-masked; returns its tokens (up to a stop), confidences, steps.
 
         The first step also carries `pending` as causal clean rows, which caches the
         previous block without a pass of its own.
+
+        Anchoring (config.anchor): the block's first token is the AR head's choice at
+        the clean token before it: from `anchor_logits` when the caller already has
+        them (first block: the prefill's last row), else from the last pending row of
+        the first step, which that step computes anyway. A weak diffusion head is often
+        unsure *where* in the block a token goes (it predicts the next tokens shifted
+        by one); the anchor pins the block's offset without an extra pass.
         """
         tokens = np.full(block_len, self.mask_id, dtype=np.int64)
         masked = np.ones(block_len, dtype=np.bool_)
         confidences = np.zeros(block_len, dtype=np.float64)
+        anchor = self.config.anchor
+        if anchor and anchor_logits is not None:
+            self.commit_anchor(anchor_logits, tokens, masked, confidences)
+            anchor = False
+            end = self.block_end(tokens, masked)
+            if end is not None:  # the anchor alone finished the block (a stop token, or one slot)
+                return tokens[:end].tolist(), confidences[:end].tolist(), 0
         steps = 0
         while True:
+            n_pending = len(pending)
             input_ids = np.concatenate([np.asarray(pending, dtype=np.int64), tokens])
-            logits = self.forward(input_ids, n_clean=len(pending), n_block=block_len)
+            logits = self.forward(input_ids, n_clean=n_pending, n_block=block_len)
             pending = []  # cached by that call
             steps += 1
 
+            progressed = False
+            if anchor and n_pending:
+                self.commit_anchor(logits[n_pending - 1:n_pending], tokens, masked, confidences)
+                anchor, progressed = False, True
             rows = np.flatnonzero(masked)
-            chosen, confidence = self.choose(logits[-block_len:][rows])
-            commit = confidence >= self.config.tau
-            commit[np.argmax(confidence)] = True  # progress is guaranteed: at least one per step
-            tokens[rows[commit]] = chosen[commit]
-            confidences[rows[commit]] = confidence[commit]
-            masked[rows[commit]] = False
+            if len(rows):
+                chosen, confidence = self.choose(logits[-block_len:][rows])
+                commit = confidence >= self.config.tau
+                if not progressed:
+                    commit[np.argmax(confidence)] = True  # progress is guaranteed: at least one per step
+                tokens[rows[commit]] = chosen[commit]
+                confidences[rows[commit]] = confidence[commit]
+                masked[rows[commit]] = False
 
             end = self.block_end(tokens, masked)
             if end is not None:
                 return tokens[:end].tolist(), confidences[:end].tolist(), steps
+
+    def commit_anchor(self, ar_logits: np.ndarray, tokens: np.ndarray, masked: np.ndarray, confidences: np.ndarray) -> None:
+        """Commit the block's first position from AR logits [1, vocab]."""
+        chosen, confidence = self.choose(ar_logits)
+        tokens[0], confidences[0], masked[0] = chosen[0], confidence[0], False
 
     def block_end(self, tokens: np.ndarray, masked: np.ndarray) -> Optional[int]:
         """Length of the finished block, or None while it still needs steps.

@@ -19,7 +19,10 @@ from model.step import TorchStep
 def infill(model: DiffusionLM, codec: TextCodec, prefix: str, suffix: str, mode: str = "line",
            block_size: int = 8, tau: float = 0.9, max_tokens: int = 64, device="cpu",
            temperature: float = 0.0, top_k: int = 0, seed: int = 0) -> tuple[str, DecodeResult]:
-    """The middle text the model writes between `prefix` and `suffix`, and the decode counters."""
+    """The middle text the model writes between `prefix` and `suffix`, and the decode counters.
+
+    In line mode the text ends before the first newline (the rest of the line).
+    """
     config = DecodeConfig(block_size=block_size, tau=tau, max_tokens=max_tokens, mode=mode,
                           temperature=temperature, top_k=top_k)
     was_training = model.training
@@ -27,7 +30,10 @@ def infill(model: DiffusionLM, codec: TextCodec, prefix: str, suffix: str, mode:
                     mask_id=codec.mask, eos_id=codec.eos, newline_tokens=codec.newline_tokens,
                     rng=np.random.default_rng(seed), banned_ids=codec.banned_ids)
     model.train(was_training)
-    return codec.decode(result.tokens), result
+    text = codec.decode(result.tokens)
+    if mode == "line" and "\n" in text:
+        text = text[: text.index("\n")]  # the newline token may carry the next line's indentation
+    return text, result
 
 
 def main(args: argparse.Namespace) -> int:

@@ -190,8 +190,8 @@ def show_samples(model, jobs: list[dict], codec, device, log) -> None:
     for job in jobs:
         for block_size in (8, 1):
             text, _ = infill(model, codec, job["prefix"], job["suffix"], "line", block_size, 0.9, 48, device)
-            mark = "==" if text.rstrip("\n") == job["middle"] else "!="
-            log(f"  B={block_size:<2} {mark} want {job['middle']!r:.70} got {text.rstrip(chr(10))!r:.70}")
+            mark = "==" if text == job["middle"] else "!="
+            log(f"  B={block_size:<2} {mark} want {job['middle']!r:.70} got {text!r:.70}")
 
 
 # ---------------------------------------------------------------- the loop
