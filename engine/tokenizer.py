@@ -33,6 +33,14 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return tok
 
 
+def spm_layout(prefix_ids: list[int], suffix_ids: list[int], bos: int, fim_prefix: int, fim_suffix: int, fim_middle: int) -> list[int]:
+    """<bos><fim_suffix> suffix <fim_prefix> prefix <fim_middle>: the one definition of the SPM context.
+
+    The trainer (model/fim.py) and the runtime both build contexts through this.
+    """
+    return [bos, fim_suffix, *suffix_ids, fim_prefix, *prefix_ids, fim_middle]
+
+
 class TextCodec:
     """Encode/decode plain text and build suffix-prefix-middle contexts."""
 
@@ -57,7 +65,7 @@ class TextCodec:
 
     def spm_context(self, prefix: str, suffix: str) -> list[int]:
         """<bos><fim_suffix> suffix <fim_prefix> prefix <fim_middle>: what the model reads before the middle."""
-        return [self.bos, self.fim_suffix, *self.encode(suffix), self.fim_prefix, *self.encode(prefix), self.fim_middle]
+        return spm_layout(self.encode(prefix), self.encode(suffix), self.bos, self.fim_prefix, self.fim_suffix, self.fim_middle)
 
     @property
     def banned_ids(self) -> list[int]:

@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from engine.tokenizer import spm_layout
+
 
 @dataclass(frozen=True)
 class SpecialIds:
@@ -30,7 +32,7 @@ class SpecialIds:
 
 def spm_context(prefix_ids: list[int], suffix_ids: list[int], ids: SpecialIds = SpecialIds()) -> list[int]:
     """The tokens a model sees before it writes the middle (what the engine prefills)."""
-    return [ids.bos, ids.fim_suffix, *suffix_ids, ids.fim_prefix, *prefix_ids, ids.fim_middle]
+    return spm_layout(prefix_ids, suffix_ids, ids.bos, ids.fim_prefix, ids.fim_suffix, ids.fim_middle)
 
 
 def spm_sample(prefix_ids: list[int], middle_ids: list[int], suffix_ids: list[int], ids: SpecialIds = SpecialIds()) -> list[int]:
