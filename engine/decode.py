@@ -1,4 +1,4 @@
-"""The decode loop: turns a model's step function into a completion.
+"""The decode loop: turns a model's step function into completions, one or many at once.
 
 The model is reached only through `step(input_ids, position_ids, attention_mask,
 past) -> (logits, kv)` (see `StepFunction`), so the same loop drives the torch
@@ -16,6 +16,18 @@ Two ways to decode, on the same weights (DESIGN.md, "Decoding"):
 - Autoregressive (B == 1): the exact next-token baseline using the clean head,
   one token per forward pass. Every speed-up of diffusion is measured against it.
 
+Work is split in two phases so a server can reuse work across requests:
+`prefill` runs a context through the model once (optionally continuing an
+earlier context that shares a token prefix) and returns a `Prefix`; `decode_rows`
+then decodes any number of rows (candidates of one context, or different jobs)
+together, one batched step call per step, each row at its own pace. `decode` is
+both for one context.
+
+The cache is a preallocated buffer [rows, kv_heads, capacity, head_dim] per layer,
+and the step gets the *whole* buffer as its past: unfilled columns are simply
+not attended (the mask says so). That avoids copying the cache into a
+contiguous array on every step, which costs as much as the step itself on CPU.
+
 Logit semantics: at a clean input position i the logits predict token i + 1
 (AR head); at a mask-token position i they predict the token at i (diffusion head).
 
@@ -24,6 +36,7 @@ numpy only: never import torch or onnxruntime here.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol, Sequence
 
@@ -36,25 +49,32 @@ __all__ = [
     "DecodeConfig",
     "DecodeResult",
     "KVCache",
+    "Prefix",
+    "Row",
     "build_attention_mask",
     "choose_tokens",
+    "common_prefix_length",
     "decode",
+    "decode_rows",
+    "prefill",
 ]
 
-# Per layer (key, value), each [1, kv_heads, positions, head_dim].
+# Per layer (key, value), each [rows, kv_heads, positions, head_dim].
 KV = list[tuple[np.ndarray, np.ndarray]]
 
 MODES = ("line", "block")
-STOP_REASONS = ("eos", "newline", "max_tokens", "callback")
+STOP_REASONS = ("eos", "newline", "max_tokens", "callback", "deadline")
 
 
 class StepFunction(Protocol):
-    """One forward pass of the model over q new positions.
+    """One forward pass of the model over q new positions of each of b rows.
 
-    input_ids, position_ids: int64 [1, q]. attention_mask: bool [1, 1, q, past_len + q],
-    True where the row may attend to the column (cache columns first, then the q
-    inputs). past: the cached keys/values, [] before the first call. Returns
-    logits float32 [1, q, vocab] and the keys/values of the q inputs only.
+    input_ids, position_ids: int64 [b, q]. past: per layer (key, value) float32
+    [b, kv_heads, P, head_dim] ([] or P == 0 before anything is cached); which of
+    the P columns hold real entries for a row is said by the mask only.
+    attention_mask: bool [b, 1, q, P + q], True where the row may attend to the
+    column (the P cache columns first, then the q inputs). Returns logits float32
+    [b, q, vocab] and the keys/values of the q inputs only.
     """
 
     def __call__(
@@ -111,17 +131,18 @@ class DecodeResult:
     tokens: list[int]  # committed tokens in order (eos excluded; a stopping newline token included)
     confidences: list[float]  # probability of each token when it was committed, aligned with tokens
     stop_reason: str  # one of STOP_REASONS
-    prefill_tokens: int  # context tokens forwarded by the prefill
-    forward_passes: int  # step calls after the prefill
+    prefill_tokens: int  # context tokens forwarded by the prefill (not served from a cache)
+    forward_passes: int  # step calls this row took part in after the prefill
     # Diffusion mode only (empty for block_size 1); sums to forward_passes.
     steps_per_block: list[int] = field(default_factory=list)
+    cached_tokens: int = 0  # context tokens whose keys/values came from an earlier prefill
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-# --- attention mask and KV cache ------------------------------------------------------------
+# --- attention masks and the KV cache -------------------------------------------------------
 
 
 def build_attention_mask(past_len: int, n_clean: int, n_block: int) -> np.ndarray:
@@ -140,47 +161,183 @@ def build_attention_mask(past_len: int, n_clean: int, n_block: int) -> np.ndarra
     return mask[None, None]
 
 
-class KVCache:
-    """Keys/values of committed (clean) positions only; noisy positions are never cached.
+def build_batch_mask(width: int, lengths: Sequence[int], n_clean: Sequence[int],
+                     n_block: Sequence[int], q: int) -> np.ndarray:
+    """Mask [b, 1, q, width + q] for rows with their own cache fill and inputs, padded to q.
 
-    Buffers are allocated once, at the largest size one decode can reach, so an
-    append writes only the new positions (concatenating would copy the whole cache
-    every token in AR mode). past() returns views of the filled part: they are
-    strided on the position axis; a runtime that needs contiguous inputs copies them.
+    Row r sees its first lengths[r] cache columns (the rest of the buffer is unused
+    for it) and its own inputs by the rule of build_attention_mask. Padding rows
+    (beyond n_clean + n_block) see only themselves: no NaN, and nobody sees them.
+    """
+    mask = np.zeros((len(lengths), 1, q, width + q), dtype=np.bool_)
+    for r, (length, clean, block) in enumerate(zip(lengths, n_clean, n_block)):
+        used = clean + block
+        mask[r, 0, :used, :length] = True
+        mask[r, 0, :used, width : width + used] = build_attention_mask(0, clean, block)[0, 0]
+        pad = np.arange(used, q)
+        mask[r, 0, pad, width + pad] = True
+    return mask
+
+
+class KVCache:
+    """Keys/values of committed (clean) positions of each row; noisy positions are never cached.
+
+    Buffers [rows, kv_heads, capacity, head_dim] are allocated once (zeroed, so
+    unused columns are finite), at the largest size the decode can reach; each row
+    fills its own columns from 0 to lengths[row]. past() hands the step the whole
+    buffers: no copy per step.
     """
 
-    def __init__(self, capacity: int):
+    def __init__(self, rows: int, capacity: int):
         self.capacity = capacity
-        self.length = 0
-        self._layers: Optional[KV] = None
+        self.lengths = np.zeros(rows, dtype=np.int64)
+        self.layers: Optional[KV] = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for k, v in self.layers or [])
 
     def past(self) -> KV:
-        if self._layers is None:
-            return []
-        n = self.length
-        return [(k[:, :, :n], v[:, :, :n]) for k, v in self._layers]
+        return list(self.layers) if self.layers is not None else []
 
-    def append(self, kv: KV, count: int) -> None:
-        """Cache the first `count` positions of a step's kv (clean rows always come first)."""
-        if count == 0:
+    def allocate_like(self, kv: KV) -> None:
+        if self.layers is None:
+            self.layers = [(self._zeros_like(k), self._zeros_like(v)) for k, v in kv]
+
+    def _zeros_like(self, x: np.ndarray) -> np.ndarray:
+        _, heads, _, head_dim = x.shape
+        return np.zeros((self.rows, heads, self.capacity, head_dim), dtype=np.float32)
+
+    def append(self, kv: KV, counts: Sequence[int]) -> None:
+        """Cache the first counts[r] input positions of row r of a step's kv (clean rows come first)."""
+        self.allocate_like(kv)
+        if len(kv) != len(self.layers):
+            raise ValueError(f"step returned {len(kv)} layers of kv, the cache has {len(self.layers)}")
+        for r, count in enumerate(counts):
+            start, end = int(self.lengths[r]), int(self.lengths[r]) + int(count)
+            if end > self.capacity:
+                raise RuntimeError(f"KV cache overflow: {start} + {count} > {self.capacity}")
+            for (keys, values), (k, v) in zip(self.layers, kv):
+                keys[r, :, start:end] = k[r, :, :count]
+                values[r, :, start:end] = v[r, :, :count]
+            self.lengths[r] = end
+
+    def copy_row_from(self, row: int, source: "KVCache", source_row: int, length: int) -> None:
+        """Copy the first `length` cached positions of source's row into this cache's row."""
+        if length == 0:
             return
-        if self._layers is None:
-            self._layers = [(self._buffer_like(k), self._buffer_like(v)) for k, v in kv]
-        if len(kv) != len(self._layers):
-            raise ValueError(
-                f"step returned {len(kv)} layers of kv, the cache has {len(self._layers)}"
-            )
-        if self.length + count > self.capacity:
-            raise RuntimeError(f"KV cache overflow: {self.length} + {count} > {self.capacity}")
-        end = self.length + count
-        for (keys, values), (k, v) in zip(self._layers, kv):
-            keys[:, :, self.length : end] = k[:, :, :count]
-            values[:, :, self.length : end] = v[:, :, :count]
-        self.length = end
+        self.allocate_like(source.layers)
+        for (keys, values), (k, v) in zip(self.layers, source.layers):
+            keys[row, :, :length] = k[source_row, :, :length]
+            values[row, :, :length] = v[source_row, :, :length]
+        self.lengths[row] = length
 
-    def _buffer_like(self, x: np.ndarray) -> np.ndarray:
-        batch, heads, _, head_dim = x.shape
-        return np.empty((batch, heads, self.capacity, head_dim), dtype=x.dtype)
+    def keep_rows(self, rows: Sequence[int]) -> None:
+        """Drop the other rows (finished ones), so later steps do not compute for them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        self.lengths = self.lengths[rows]
+        if self.layers is not None:
+            self.layers = [(k[rows], v[rows]) for k, v in self.layers]
+
+
+def _check_step_output(logits: np.ndarray, kv: KV, rows: int, q: int) -> None:
+    """Fail loudly on a step function that breaks the contract, before it corrupts the cache."""
+    if logits.ndim != 3 or logits.shape[:2] != (rows, q):
+        raise ValueError(f"step returned logits of shape {logits.shape}, expected ({rows}, {q}, vocab)")
+    for key, value in kv:
+        if key.shape[:1] != (rows,) or key.shape[2] != q or value.shape[2] != q:
+            raise ValueError(
+                f"step returned kv of shape {key.shape}, expected ({rows}, heads, {q}, head_dim): "
+                "keys/values of the inputs only"
+            )
+
+
+def _run_step(step: StepFunction, cache: KVCache, inputs: Sequence[Sequence[int]],
+              n_clean: Sequence[int]) -> np.ndarray:
+    """One batched step: row r feeds inputs[r] (its first n_clean[r] clean) at its next positions.
+
+    Rows are padded to the longest input; clean rows are cached. Returns logits [b, q, vocab].
+    """
+    q = max(len(ids) for ids in inputs)
+    rows = len(inputs)
+    input_ids = np.zeros((rows, q), dtype=np.int64)  # pad id 0 in padding slots
+    position_ids = np.zeros((rows, q), dtype=np.int64)
+    for r, ids in enumerate(inputs):
+        input_ids[r, : len(ids)] = ids
+        position_ids[r] = cache.lengths[r] + np.arange(q)
+    width = cache.capacity if cache.layers is not None else 0
+    n_block = [len(ids) - c for ids, c in zip(inputs, n_clean)]
+    mask = build_batch_mask(width, cache.lengths, n_clean, n_block, q)
+    logits, kv = step(input_ids, position_ids, mask, cache.past())
+    _check_step_output(logits, kv, rows, q)
+    cache.append(kv, n_clean)
+    return logits
+
+
+# --- prefill --------------------------------------------------------------------------------
+
+
+@dataclass
+class Prefix:
+    """A context the model has read: its ids, their cached keys/values and the next-token logits."""
+
+    ids: np.ndarray  # int64 [n] context token ids
+    cache: KVCache  # one row holding exactly the n context positions (capacity may be larger)
+    last_logits: np.ndarray  # float32 [vocab]: the AR head after the last context token
+    cached_tokens: int = 0  # leading ids whose keys/values came from an earlier Prefix
+    prefill_tokens: int = 0  # ids forwarded by this prefill
+
+    @property
+    def nbytes(self) -> int:
+        return self.cache.nbytes
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Number of leading tokens two id sequences share."""
+    a, b = np.asarray(a), np.asarray(b)
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if len(differ) else n
+
+
+def prefill(
+    step: StepFunction,
+    context_ids: Sequence[int],
+    *,
+    mask_id: int,
+    reuse: Optional[Prefix] = None,
+    extra_capacity: int = 0,
+    should_cancel: Optional[Callable[[], bool]] = None,
+) -> Prefix:
+    """Run context_ids through the model causally; returns the Prefix to decode from.
+
+    reuse: an earlier Prefix (e.g. the same document a keystroke ago). Its keys/values
+    for the longest common token prefix are kept and only the rest is forwarded; at
+    least the last token is always forwarded, for its logits. When reuse's buffer is
+    large enough it is written in place, so the caller must own it (not share it).
+    extra_capacity: room left after the context for the tokens a decode will add.
+    """
+    context = _validate_context(context_ids, mask_id)
+    if should_cancel is not None and should_cancel():
+        raise DecodeCancelled()
+    capacity = len(context) + extra_capacity
+    keep = 0
+    if reuse is not None:
+        keep = min(common_prefix_length(reuse.ids, context), len(context) - 1)
+    if reuse is not None and keep > 0 and reuse.cache.capacity >= capacity:
+        cache = reuse.cache
+        cache.lengths[0] = keep
+    else:
+        cache = KVCache(1, capacity)
+        if reuse is not None and keep > 0:
+            cache.copy_row_from(0, reuse.cache, 0, keep)
+    logits = _run_step(step, cache, [context[keep:].tolist()], [len(context) - keep])
+    return Prefix(context, cache, logits[0, -1].astype(np.float32), cached_tokens=keep,
+                  prefill_tokens=len(context) - keep)
 
 
 # --- choosing tokens ------------------------------------------------------------------------
@@ -232,99 +389,59 @@ def choose_tokens(
     return tokens, probs[np.arange(len(tokens)), tokens]
 
 
-# --- the loop -------------------------------------------------------------------------------
+# --- one row of a batch ---------------------------------------------------------------------
 
 
-def _check_step_output(logits: np.ndarray, kv: KV, q: int) -> None:
-    """Fail loudly on a step function that breaks the contract, before it corrupts the cache."""
-    if logits.ndim != 3 or logits.shape[:2] != (1, q):
-        raise ValueError(f"step returned logits of shape {logits.shape}, expected (1, {q}, vocab)")
-    for key, value in kv:
-        if key.shape[2] != q or value.shape[2] != q:
-            raise ValueError(
-                f"step returned kv for {key.shape[2]} positions, expected {q} (the inputs only)"
-            )
+@dataclass
+class Row:
+    """One sequence to decode: a prefilled context and how to continue it.
+
+    first_rank: greedy candidates of one context differ by their first token: rank r
+    takes the r-th most likely one (0 = the argmax), then continues greedily.
+    """
+
+    prefix: Prefix
+    config: DecodeConfig
+    rng: Optional[np.random.Generator] = None
+    should_stop: Optional[Callable[[list[int]], bool]] = None
+    first_rank: int = 0
 
 
-class _Decoder:
-    """State of one decode: the cache, the committed tokens and the counters."""
+class _RowState:
+    """Where one row stands: committed tokens, the block being denoised, counters."""
 
-    def __init__(
-        self,
-        step: StepFunction,
-        context: np.ndarray,
-        config: DecodeConfig,
-        mask_id: int,
-        eos_id: int,
-        newline_tokens: Optional[np.ndarray],
-        rng: Optional[np.random.Generator],
-        should_stop: Optional[Callable[[list[int]], bool]],
-        should_cancel: Optional[Callable[[], bool]],
-        banned_ids: Sequence[int] = (),
-    ):
-        self.step = step
-        self.banned = np.array(sorted({mask_id, *banned_ids}), dtype=np.int64)
-        self.context = context
-        self.config = config
-        self.mask_id = mask_id
-        self.eos_id = eos_id
-        self.newline_tokens = newline_tokens if config.mode == "line" else None
-        self.rng = rng
-        self.should_stop = should_stop
-        self.should_cancel = should_cancel
-        # Upper bound on cached positions: the context plus every token we may return.
-        self.cache = KVCache(len(context) + config.max_tokens)
-        self.step_calls = 0
+    def __init__(self, row: Row, ids: "_Ids"):
+        self.config = row.config
+        self.rng = row.rng
+        if self.config.temperature > 0.0 and self.rng is None:
+            self.rng = np.random.default_rng()
+        self.should_stop = row.should_stop
+        self.first_rank = row.first_rank
+        self.ids = ids
+        self.newline_tokens = ids.newline_tokens if self.config.mode == "line" else None
         self.tokens: list[int] = []
         self.confidences: list[float] = []
         self.steps_per_block: list[int] = []
+        self.forward_passes = 0
+        self.stop_reason: Optional[str] = None
+        self.pending: list[int] = []  # committed tokens not yet cached (AR: the last one)
+        # Diffusion: the block in progress.
+        self.block: Optional[np.ndarray] = None
+        self.masked: Optional[np.ndarray] = None
+        self.block_conf: Optional[np.ndarray] = None
+        self.block_steps = 0
+        self.anchor_due = False  # the block's first token still comes from the AR head
+        self.start(row.prefix.last_logits[None])
 
-    def run(self) -> DecodeResult:
-        last_logits = self.prefill()
-        if self.config.block_size == 1:
-            stop_reason = self.run_autoregressive(last_logits)
-        else:
-            stop_reason = self.run_blocks(last_logits[-1:])
-        return DecodeResult(
-            tokens=self.tokens,
-            confidences=self.confidences,
-            stop_reason=stop_reason,
-            prefill_tokens=len(self.context),
-            forward_passes=self.step_calls - 1,
-            steps_per_block=self.steps_per_block,
-        )
+    @property
+    def diffusion(self) -> bool:
+        return self.config.block_size >= 2
 
-    def forward(self, input_ids: np.ndarray, n_clean: int, n_block: int) -> np.ndarray:
-        """One step call at the next free positions; caches its clean rows; returns logits [q, V]."""
-        if self.should_cancel is not None and self.should_cancel():
-            raise DecodeCancelled()
-        past_len = self.cache.length
-        q = n_clean + n_block
-        # Every uncached committed token is in this call, so positions continue the cache.
-        positions = np.arange(past_len, past_len + q, dtype=np.int64)[None]
-        mask = build_attention_mask(past_len, n_clean, n_block)
-        ids = np.asarray(input_ids, dtype=np.int64)[None]
-        logits, kv = self.step(ids, positions, mask, self.cache.past())
-        self.step_calls += 1
-        _check_step_output(logits, kv, q)
-        self.cache.append(kv, n_clean)
-        return logits[0]
+    @property
+    def done(self) -> bool:
+        return self.stop_reason is not None
 
-    def prefill(self) -> np.ndarray:
-        """Forward the whole context causally and cache it; returns its logits [n, vocab]."""
-        logits = self.forward(self.context, n_clean=len(self.context), n_block=0)
-        self.check_vocab(logits.shape[-1])
-        return logits
-
-    def check_vocab(self, vocab: int) -> None:
-        for name, token in (("mask_id", self.mask_id), ("eos_id", self.eos_id)):
-            if token >= vocab:
-                raise ValueError(f"{name}={token} is outside the model's vocabulary of {vocab}")
-        if self.newline_tokens is not None and len(self.newline_tokens) != vocab:
-            raise ValueError(
-                f"newline_tokens has {len(self.newline_tokens)} entries, "
-                f"the model's vocabulary {vocab}"
-            )
+    # choosing
 
     def choose(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tokens and confidences for rows of logits; never the mask token nor a banned id.
@@ -334,137 +451,265 @@ class _Decoder:
         other special tokens (bos, fim markers, pad) the same way.
         """
         logits = np.array(logits, dtype=np.float64)
-        logits[:, self.banned] = -np.inf
+        logits[:, self.ids.banned] = -np.inf
         return choose_tokens(logits, self.config.temperature, self.config.top_k, self.rng)
 
+    def choose_first(self, logits: np.ndarray) -> tuple[int, float]:
+        """The first token of the completion: the first_rank-th most likely (greedy candidates)."""
+        if self.first_rank == 0 or self.config.temperature > 0.0:
+            token, confidence = self.choose(logits)
+            return int(token[0]), float(confidence[0])
+        row = np.array(logits[0], dtype=np.float64)
+        row[self.ids.banned] = -np.inf
+        order = np.argsort(-row, kind="stable")
+        token = int(order[min(self.first_rank, len(order) - 1)])
+        return token, float(_softmax(row[None])[0, token])
+
     def stop_kind(self, token: int) -> Optional[str]:
-        if token == self.eos_id:
+        if token == self.ids.eos_id:
             return "eos"
         if self.newline_tokens is not None and self.newline_tokens[token]:
             return "newline"
         return None
 
-    def accept(self, tokens: Sequence[int], confidences: Sequence[float]) -> Optional[str]:
-        """Append a finished block to the output; return why decoding stops, or None to go on."""
+    def accept(self, tokens: Sequence[int], confidences: Sequence[float]) -> None:
+        """Append finished tokens to the output; set stop_reason when decoding ends."""
         for token, confidence in zip(tokens, confidences):
-            kind = self.stop_kind(token)
+            kind = self.stop_kind(int(token))
             if kind == "eos":
-                return "eos"  # eos ends the text and is not part of it
+                self.stop_reason = "eos"  # eos ends the text and is not part of it
+                return
             self.tokens.append(int(token))
             self.confidences.append(float(confidence))
             if kind == "newline":
-                return "newline"  # kept: the caller cuts the text inside this token
+                self.stop_reason = "newline"  # kept: the caller cuts the text inside this token
+                return
         # The callback first: a content stop (e.g. a dedent) tells the caller more than the limit.
         if self.should_stop is not None and self.should_stop(list(self.tokens)):
-            return "callback"
-        if len(self.tokens) >= self.config.max_tokens:
-            return "max_tokens"
-        return None
+            self.stop_reason = "callback"
+        elif len(self.tokens) >= self.config.max_tokens:
+            self.stop_reason = "max_tokens"
 
-    # AR mode
+    # the step protocol: start, inputs, absorb
 
-    def run_autoregressive(self, prefill_logits: np.ndarray) -> str:
-        """Exact next-token decoding with the clean head: one committed token per pass."""
-        next_logits = prefill_logits[-1:]
-        while True:
-            tokens, confidences = self.choose(next_logits)
-            stop_reason = self.accept(tokens[:1], confidences[:1])
-            if stop_reason is not None:
-                return stop_reason
-            next_logits = self.forward(tokens[:1], n_clean=1, n_block=0)
+    def start(self, prefill_logits: np.ndarray) -> None:
+        """Begin decoding from the prefill's AR logits [1, vocab]."""
+        if not self.diffusion:
+            token, confidence = self.choose_first(prefill_logits)
+            self.accept([token], [confidence])
+            self.pending = [token]
+            return
+        self.start_block(anchor_logits=prefill_logits if self.config.anchor else None)
 
-    # diffusion mode
+    def inputs(self) -> tuple[list[int], int]:
+        """Input ids of this row's next step and how many of them lead as clean rows."""
+        if not self.diffusion:
+            return list(self.pending), len(self.pending)
+        return [*self.pending, *self.block.tolist()], len(self.pending)
 
-    def run_blocks(self, prefill_logits: np.ndarray) -> str:
-        pending: list[int] = []  # committed tokens of the previous block, not cached yet
-        anchor_logits: Optional[np.ndarray] = prefill_logits  # AR logits for the first block's first token
-        while True:
-            # Never start past the limit: the last block shrinks so max_tokens is exact.
-            block_len = min(self.config.block_size, self.config.max_tokens - len(self.tokens))
-            tokens, confidences, steps = self.denoise_block(pending, block_len, anchor_logits)
-            anchor_logits = None  # later blocks get theirs from their first (fused) step
-            self.steps_per_block.append(steps)
-            stop_reason = self.accept(tokens, confidences)
-            if stop_reason is not None:
-                return stop_reason
-            pending = tokens
+    def absorb(self, logits: np.ndarray) -> None:
+        """Take this row's logits [q_row, vocab] of a step (padding rows already cut off)."""
+        self.forward_passes += 1
+        if not self.diffusion:
+            tokens, confidences = self.choose(logits[-1:])
+            self.accept(tokens[:1], confidences[:1])
+            self.pending = [int(tokens[0])]
+            return
+        n_pending = len(self.pending)
+        self.pending = []  # cached by that step
+        self.block_steps += 1
+        progressed = False
+        if self.anchor_due and n_pending:
+            self.commit_anchor(logits[n_pending - 1 : n_pending])
+            progressed = True
+        block_len = len(self.block)
+        rows = np.flatnonzero(self.masked)
+        if len(rows):
+            chosen, confidence = self.choose(logits[-block_len:][rows])
+            commit = confidence >= self.config.tau
+            if not progressed:
+                commit[np.argmax(confidence)] = True  # progress is guaranteed: at least one per step
+            self.block[rows[commit]] = chosen[commit]
+            self.block_conf[rows[commit]] = confidence[commit]
+            self.masked[rows[commit]] = False
+        self.finish_block_if_done()
 
-    def denoise_block(
-        self, pending: list[int], block_len: int, anchor_logits: Optional[np.ndarray] = None
-    ) -> tuple[list[int], list[float], int]:
-        """Denoise one block from all-masked; returns its tokens (up to a stop), confidences, steps.
+    # diffusion blocks
 
-        The first step also carries `pending` as causal clean rows, which caches the
-        previous block without a pass of its own.
+    def start_block(self, anchor_logits: Optional[np.ndarray] = None) -> None:
+        """A new all-masked block after the committed tokens (pending = the previous block).
 
         Anchoring (config.anchor): the block's first token is the AR head's choice at
-        the clean token before it: from `anchor_logits` when the caller already has
-        them (first block: the prefill's last row), else from the last pending row of
-        the first step, which that step computes anyway. A weak diffusion head is often
+        the clean token before it: from `anchor_logits` when already known (first
+        block: the prefill's last row), else from the last pending row of the block's
+        first step, which that step computes anyway. A weak diffusion head is often
         unsure *where* in the block a token goes (it predicts the next tokens shifted
         by one); the anchor pins the block's offset without an extra pass.
         """
-        tokens = np.full(block_len, self.mask_id, dtype=np.int64)
-        masked = np.ones(block_len, dtype=np.bool_)
-        confidences = np.zeros(block_len, dtype=np.float64)
-        anchor = self.config.anchor
-        if anchor and anchor_logits is not None:
-            self.commit_anchor(anchor_logits, tokens, masked, confidences)
-            anchor = False
-            end = self.block_end(tokens, masked)
-            if end is not None:  # the anchor alone finished the block (a stop token, or one slot)
-                return tokens[:end].tolist(), confidences[:end].tolist(), 0
-        steps = 0
-        while True:
-            n_pending = len(pending)
-            input_ids = np.concatenate([np.asarray(pending, dtype=np.int64), tokens])
-            logits = self.forward(input_ids, n_clean=n_pending, n_block=block_len)
-            pending = []  # cached by that call
-            steps += 1
+        # Never start past the limit: the last block shrinks so max_tokens is exact.
+        block_len = min(self.config.block_size, self.config.max_tokens - len(self.tokens))
+        self.block = np.full(block_len, self.ids.mask_id, dtype=np.int64)
+        self.masked = np.ones(block_len, dtype=np.bool_)
+        self.block_conf = np.zeros(block_len, dtype=np.float64)
+        self.block_steps = 0
+        self.anchor_due = self.config.anchor
+        if self.anchor_due and anchor_logits is not None:
+            self.commit_anchor(anchor_logits)
+            self.finish_block_if_done()
 
-            progressed = False
-            if anchor and n_pending:
-                self.commit_anchor(logits[n_pending - 1:n_pending], tokens, masked, confidences)
-                anchor, progressed = False, True
-            rows = np.flatnonzero(masked)
-            if len(rows):
-                chosen, confidence = self.choose(logits[-block_len:][rows])
-                commit = confidence >= self.config.tau
-                if not progressed:
-                    commit[np.argmax(confidence)] = True  # progress is guaranteed: at least one per step
-                tokens[rows[commit]] = chosen[commit]
-                confidences[rows[commit]] = confidence[commit]
-                masked[rows[commit]] = False
-
-            end = self.block_end(tokens, masked)
-            if end is not None:
-                return tokens[:end].tolist(), confidences[:end].tolist(), steps
-
-    def commit_anchor(self, ar_logits: np.ndarray, tokens: np.ndarray, masked: np.ndarray, confidences: np.ndarray) -> None:
+    def commit_anchor(self, ar_logits: np.ndarray) -> None:
         """Commit the block's first position from AR logits [1, vocab]."""
-        chosen, confidence = self.choose(ar_logits)
-        tokens[0], confidences[0], masked[0] = chosen[0], confidence[0], False
+        if not self.tokens and self.block_steps <= 1:
+            token, confidence = self.choose_first(ar_logits)
+        else:
+            chosen, conf = self.choose(ar_logits)
+            token, confidence = int(chosen[0]), float(conf[0])
+        self.block[0], self.block_conf[0], self.masked[0] = token, confidence, False
+        self.anchor_due = False
 
-    def block_end(self, tokens: np.ndarray, masked: np.ndarray) -> Optional[int]:
+    def finish_block_if_done(self) -> None:
+        end = self.block_end()
+        if end is None:
+            return
+        tokens = self.block[:end].tolist()
+        self.steps_per_block.append(self.block_steps)
+        self.accept(tokens, self.block_conf[:end].tolist())
+        if not self.done:
+            self.pending = tokens
+            self.start_block()
+
+    def block_end(self) -> Optional[int]:
         """Length of the finished block, or None while it still needs steps.
 
         Finished when nothing is masked, or earlier when a stop token is committed
         and every position before it is too: whatever follows it would be discarded,
         so denoising it is wasted passes.
         """
-        settled = int(np.argmax(masked)) if masked.any() else len(tokens)
+        masked = self.masked
+        settled = int(np.argmax(masked)) if masked.any() else len(masked)
         for i in range(settled):
-            if self.stop_kind(int(tokens[i])) is not None:
+            if self.stop_kind(int(self.block[i])) is not None:
                 return i + 1
-        return None if masked.any() else len(tokens)
+        return None if masked.any() else len(masked)
+
+    def result(self, prefix: Prefix) -> DecodeResult:
+        return DecodeResult(
+            tokens=self.tokens,
+            confidences=self.confidences,
+            stop_reason=self.stop_reason,
+            prefill_tokens=prefix.prefill_tokens,
+            forward_passes=self.forward_passes,
+            steps_per_block=self.steps_per_block if self.diffusion else [],
+            cached_tokens=prefix.cached_tokens,
+        )
 
 
-def _validate_ids(
-    context_ids: Sequence[int], mask_id: int, eos_id: int, newline_tokens, mode: str
-) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    for name, token in (("mask_id", mask_id), ("eos_id", eos_id)):
-        if not _is_int(token) or token < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {token!r}")
+@dataclass
+class _Ids:
+    """The token ids every row needs: mask and eos, newline tokens, banned ids."""
+
+    mask_id: int
+    eos_id: int
+    newline_tokens: Optional[np.ndarray]
+    banned: np.ndarray
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+def decode_rows(
+    step: StepFunction,
+    rows: Sequence[Row],
+    *,
+    mask_id: int,
+    eos_id: int,
+    newline_tokens: Optional[np.ndarray] = None,
+    banned_ids: Sequence[int] = (),
+    should_cancel: Optional[Callable[[], bool]] = None,
+    deadline: Optional[float] = None,
+) -> list[DecodeResult]:
+    """Decode every row to its stop rule, all rows in one batched step call per step.
+
+    Rows may come from different contexts and configs; each advances at its own pace
+    (a diffusion row may start its next block while another still denoises), and a
+    finished row leaves the batch. Greedy results equal decoding the rows one by one.
+    The rows' contexts are copied into one batch cache (a single row with room decodes
+    in its own buffer, after the context). should_cancel is checked
+    before every step (True raises DecodeCancelled); at `deadline` (a time.monotonic()
+    value) the rows still running stop with stop_reason "deadline" and keep the
+    tokens of their finished blocks.
+    """
+    if not rows:
+        return []
+    vocab = len(rows[0].prefix.last_logits)
+    needs_newlines = any(row.config.mode == "line" for row in rows)
+    banned = np.array(sorted({mask_id, *banned_ids}), dtype=np.int64)
+    ids = _Ids(mask_id, eos_id, _validate_newlines(newline_tokens, needs_newlines), banned)
+    _check_vocab(ids, vocab)
+    cache = _batch_cache(rows)
+    states = [_RowState(row, ids) for row in rows]
+    active = list(range(len(rows)))  # cache row i holds states[active[i]]
+    while True:
+        still = [i for i, s in enumerate(active) if not states[s].done]
+        if not still:
+            break
+        if len(still) < len(active):
+            cache.keep_rows(still)
+            active = [active[i] for i in still]
+        if should_cancel is not None and should_cancel():
+            raise DecodeCancelled()
+        if deadline is not None and time.monotonic() >= deadline:
+            for s in active:
+                states[s].stop_reason = "deadline"
+            break
+        inputs, n_clean = zip(*(states[s].inputs() for s in active))
+        logits = _run_step(step, cache, inputs, n_clean)
+        for i, s in enumerate(active):
+            states[s].absorb(logits[i, : len(inputs[i])])
+    return [state.result(row.prefix) for state, row in zip(states, rows)]
+
+
+def _batch_cache(rows: Sequence[Row]) -> KVCache:
+    """The cache the rows decode in: each row's context copied in, room for max_tokens more.
+
+    A single row whose prefix buffer has room decodes in place (no copy): decoding
+    writes only after the context, so the Prefix stays valid for its ids.
+    """
+    capacity = max(len(row.prefix.ids) + row.config.max_tokens for row in rows)
+    if len(rows) == 1 and rows[0].prefix.cache.capacity >= capacity:
+        cache = rows[0].prefix.cache
+        cache.lengths[0] = len(rows[0].prefix.ids)
+        return cache
+    cache = KVCache(len(rows), capacity)
+    for r, row in enumerate(rows):
+        cache.copy_row_from(r, row.prefix.cache, 0, len(row.prefix.ids))
+    return cache
+
+
+def _check_vocab(ids: _Ids, vocab: int) -> None:
+    for name, token in (("mask_id", ids.mask_id), ("eos_id", ids.eos_id)):
+        if token >= vocab:
+            raise ValueError(f"{name}={token} is outside the model's vocabulary of {vocab}")
+    if ids.newline_tokens is not None and len(ids.newline_tokens) != vocab:
+        raise ValueError(
+            f"newline_tokens has {len(ids.newline_tokens)} entries, the model's vocabulary {vocab}"
+        )
+
+
+def _validate_newlines(newline_tokens, needed: bool) -> Optional[np.ndarray]:
+    if not needed:
+        return None
+    if newline_tokens is None:
+        raise ValueError('mode "line" needs newline_tokens (bool array over the vocabulary)')
+    newline_tokens = np.asarray(newline_tokens)
+    if newline_tokens.dtype != np.bool_ or newline_tokens.ndim != 1:
+        raise ValueError("newline_tokens must be a 1-D boolean array over the vocabulary")
+    return newline_tokens
+
+
+def _validate_context(context_ids: Sequence[int], mask_id: int) -> np.ndarray:
+    if not _is_int(mask_id) or mask_id < 0:
+        raise ValueError(f"mask_id must be an integer >= 0, got {mask_id!r}")
     context = np.asarray(context_ids, dtype=np.int64)
     if context.ndim != 1 or len(context) == 0:
         raise ValueError("context_ids must be a non-empty 1-D sequence of token ids")
@@ -473,13 +718,7 @@ def _validate_ids(
     if (context == mask_id).any():
         # The context is prefilled as clean text and cached; a mask token there has no meaning.
         raise ValueError("context_ids must not contain the mask token")
-    if mode == "line":
-        if newline_tokens is None:
-            raise ValueError('mode "line" needs newline_tokens (bool array over the vocabulary)')
-        newline_tokens = np.asarray(newline_tokens)
-        if newline_tokens.dtype != np.bool_ or newline_tokens.ndim != 1:
-            raise ValueError("newline_tokens must be a 1-D boolean array over the vocabulary")
-    return context, newline_tokens
+    return context
 
 
 def decode(
@@ -505,12 +744,13 @@ def decode(
     before every step call, prefill included; True raises DecodeCancelled.
     banned_ids: tokens never committed (besides mask_id), e.g. the other special tokens.
     """
-    context, newline_tokens = _validate_ids(
-        context_ids, mask_id, eos_id, newline_tokens, config.mode
-    )
-    if config.temperature > 0.0 and rng is None:
-        rng = np.random.default_rng()
-    decoder = _Decoder(
-        step, context, config, mask_id, eos_id, newline_tokens, rng, should_stop, should_cancel, banned_ids
-    )
-    return decoder.run()
+    for name, token in (("mask_id", mask_id), ("eos_id", eos_id)):
+        if not _is_int(token) or token < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {token!r}")
+    _validate_context(context_ids, mask_id)
+    _validate_newlines(newline_tokens, config.mode == "line")
+    context = prefill(step, context_ids, mask_id=mask_id, extra_capacity=config.max_tokens,
+                      should_cancel=should_cancel)
+    row = Row(context, config, rng=rng, should_stop=should_stop)
+    return decode_rows(step, [row], mask_id=mask_id, eos_id=eos_id, newline_tokens=newline_tokens,
+                       banned_ids=banned_ids, should_cancel=should_cancel)[0]

@@ -40,26 +40,33 @@ LAYERS, KV_HEADS, HEAD_DIM = 2, 2, 4
 IDS = dict(mask_id=MASK, eos_id=EOS, newline_tokens=NEWLINES)
 
 
-def check_call_shapes(input_ids, position_ids, attention_mask, past) -> tuple[int, int]:
-    """Assert the step contract's shapes and dtypes; return (q, past_len)."""
+def check_call_shapes(input_ids, position_ids, attention_mask, past) -> tuple[int, int, int]:
+    """Assert the step contract's shapes and dtypes; return (q, past_len, width).
+
+    The decoder hands over its whole cache buffer (width columns); the mask says
+    which leading past_len columns hold cached positions.
+    """
     assert input_ids.dtype == np.int64 and input_ids.ndim == 2 and input_ids.shape[0] == 1
     q = input_ids.shape[1]
     assert q >= 1
     assert position_ids.dtype == np.int64 and position_ids.shape == (1, q)
     assert isinstance(past, list) and len(past) in (0, LAYERS)
-    past_len = past[0][0].shape[2] if past else 0
+    width = past[0][0].shape[2] if past else 0
     for key, value in past:
-        assert key.shape == value.shape == (1, KV_HEADS, past_len, HEAD_DIM)
+        assert key.shape == value.shape == (1, KV_HEADS, width, HEAD_DIM)
     assert attention_mask.dtype == np.bool_
-    assert attention_mask.shape == (1, 1, q, past_len + q)
+    assert attention_mask.shape == (1, 1, q, width + q)
+    cache_columns = attention_mask[0, 0, :, :width]
+    past_len = int(cache_columns[0].sum()) if width else 0
+    assert cache_columns[:, :past_len].all(), "every row sees the whole cache"
+    assert not cache_columns[:, past_len:].any(), "nobody sees the unused part of the buffer"
     assert (position_ids[0] == past_len + np.arange(q)).all(), "positions continue the cache"
-    assert attention_mask[..., :past_len].all(), "every row sees the whole cache"
-    return q, past_len
+    return q, past_len, width
 
 
-def check_mask_rules(attention_mask, past_len: int, n_clean: int) -> None:
+def check_mask_rules(attention_mask, width: int, n_clean: int) -> None:
     """Clean rows causal and blind to the block; block rows see all inputs (bidirectional)."""
-    inputs = attention_mask[0, 0, :, past_len:]
+    inputs = attention_mask[0, 0, :, width:]
     clean_rows, block_rows = inputs[:n_clean], inputs[n_clean:]
     assert (clean_rows[:, :n_clean] == np.tri(n_clean, dtype=np.bool_)).all(), "clean rows causal"
     assert not clean_rows[:, n_clean:].any(), "clean rows never see the noisy block"
@@ -116,11 +123,11 @@ class OracleModel:
         return DECOY if decoy else self.target_at(offset)
 
     def __call__(self, input_ids, position_ids, attention_mask, past):
-        q, past_len = check_call_shapes(input_ids, position_ids, attention_mask, past)
+        q, past_len, width = check_call_shapes(input_ids, position_ids, attention_mask, past)
         ids, positions = input_ids[0], position_ids[0]
         self.check_past(past, past_len)
         n_clean = self.split_rows(ids, positions, past_len)
-        check_mask_rules(attention_mask, past_len, n_clean)
+        check_mask_rules(attention_mask, width, n_clean)
         self.history.extend(int(t) for t in ids[:n_clean])
         self.calls.append(dict(q=q, past_len=past_len, n_clean=n_clean, n_block=q - n_clean,
                                ids=ids.tolist()))
@@ -153,6 +160,7 @@ class OracleModel:
     def check_past(self, past, past_len):
         assert past_len == len(self.history), "cache holds exactly the clean tokens sent so far"
         for layer, (key, value) in enumerate(past):
+            key, value = key[:, :, :past_len], value[:, :, :past_len]
             assert (key[0, :, :, 0] == np.array(self.history)).all()
             assert (key[0, :, :, 1] == np.arange(past_len)).all()
             assert (key[0, :, :, 2] == layer).all()
@@ -221,7 +229,8 @@ class TinyTransformer:
         self.calls = 0
 
     def __call__(self, input_ids, position_ids, attention_mask, past):
-        q, past_len = check_call_shapes(input_ids, position_ids, attention_mask, past)
+        check_call_shapes(input_ids, position_ids, attention_mask, past)
+        q = input_ids.shape[1]
         self.calls += 1
         ids = input_ids[0]
         x = self.token_embed[ids] + self.position_embed[position_ids[0]]
@@ -257,13 +266,14 @@ class RecomputeModel:
         self.clean_at: dict[int, int] = {}
 
     def __call__(self, input_ids, position_ids, attention_mask, past):
-        q, past_len = check_call_shapes(input_ids, position_ids, attention_mask, past)
+        q, past_len, width = check_call_shapes(input_ids, position_ids, attention_mask, past)
         history = [self.clean_at[p] for p in range(past_len)]
         ids = np.array([history + input_ids[0].tolist()], dtype=np.int64)
         positions = np.arange(past_len + q, dtype=np.int64)[None]
         mask = np.zeros((1, 1, past_len + q, past_len + q), dtype=np.bool_)
         mask[0, 0, :past_len, :past_len] = np.tri(past_len, dtype=np.bool_)
-        mask[0, 0, past_len:] = attention_mask[0, 0]
+        rows = attention_mask[0, 0]
+        mask[0, 0, past_len:] = np.concatenate([rows[:, :past_len], rows[:, width:]], axis=1)
         logits, kv = self.network(ids, positions, mask, [])
         for position, token in zip(position_ids[0], input_ids[0]):
             if token != MASK:
@@ -286,7 +296,7 @@ def run_oracle(target, confidence=lambda offset: 0.95, clean_head="target", mask
 def test_attention_mask_rules():
     mask = build_attention_mask(past_len=3, n_clean=2, n_block=3)
     assert mask.shape == (1, 1, 5, 8) and mask.dtype == np.bool_
-    check_mask_rules(mask, past_len=3, n_clean=2)
+    check_mask_rules(mask, width=3, n_clean=2)
     assert mask[0, 0, :, :3].all()
     prefill = build_attention_mask(past_len=0, n_clean=4, n_block=0)
     assert (prefill[0, 0] == np.tri(4, dtype=np.bool_)).all()
@@ -455,7 +465,7 @@ def test_cancellation_raises_and_stops_calling_the_model(block_size, calls_befor
 
 def test_never_commits_the_mask_token():
     def loves_mask(input_ids, position_ids, attention_mask, past):
-        q, _ = check_call_shapes(input_ids, position_ids, attention_mask, past)
+        q, _, _ = check_call_shapes(input_ids, position_ids, attention_mask, past)
         logits = np.zeros((1, q, VOCAB), dtype=np.float32)
         logits[..., MASK] = 10.0
         logits[..., 9] = 5.0

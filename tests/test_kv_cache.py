@@ -32,9 +32,12 @@ class RecomputeStep:
         self.history_pos = np.zeros((1, 0), np.int64)
 
     def __call__(self, input_ids, position_ids, attention_mask, past):
-        past_len = attention_mask.shape[-1] - input_ids.shape[1]
+        width = attention_mask.shape[-1] - input_ids.shape[1]
+        past_len = int(attention_mask[0, 0, 0, :width].sum())
         assert past_len == self.history_ids.shape[1], "cache length disagrees with the clean history"
         hist = past_len
+        attention_mask = np.concatenate(
+            [attention_mask[..., :past_len], attention_mask[..., width:]], axis=-1)
         ids = np.concatenate([self.history_ids, input_ids], 1)
         pos = np.concatenate([self.history_pos, position_ids], 1)
         full = np.zeros((1, 1, ids.shape[1], ids.shape[1]), bool)

@@ -1,0 +1,187 @@
+"""The engine: completion jobs in, completions out, with caching, batching and deadlines.
+
+Ties the pieces together for the server, the CLI and the benchmarks: the bundle
+(engine.bundle), the onnxruntime step (engine.runtime), the context window
+(engine.jobs), the per-document prefix cache (engine.prefix_cache) and the decode
+loop (engine.decode). Torch-free. One model call at a time (a lock): on a CPU,
+concurrent jobs go faster batched together (`complete` with several jobs) than
+interleaved.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from engine.decode import DecodeConfig, DecodeResult, Row, StepFunction, decode_rows, prefill
+from engine.jobs import Budget, block_stop_rule, build_context, cut_block, block_floor, cut_line
+from engine.prefix_cache import PrefixCache
+from engine.tokenizer import TextCodec
+
+
+@dataclass(frozen=True)
+class Job:
+    """One completion request: text around the cursor and how to decode it."""
+
+    prefix: str  # document text before the cursor
+    suffix: str = ""  # document text after the cursor
+    config: DecodeConfig = DecodeConfig()
+    n: int = 1  # candidates, decoded together in one batch
+    doc_id: Optional[str] = None  # key of the prefix cache (e.g. the document URI); None = no cache
+    seed: Optional[int] = None  # sampling seed (temperature > 0); candidates use seed, seed+1, ...
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or not 1 <= self.n <= 16:
+            raise ValueError(f"n must be an integer in 1..16, got {self.n!r}")
+
+
+@dataclass
+class Completion:
+    """One candidate: the text to insert at the cursor and how the model felt about it."""
+
+    text: str
+    tokens: list[int]
+    confidences: list[float]  # per token, when it was committed
+    stop_reason: str
+
+    @property
+    def min_confidence(self) -> float:
+        return min(self.confidences) if self.confidences else 0.0
+
+
+@dataclass
+class JobStats:
+    """What a job cost: tokens, forward passes and milliseconds per phase."""
+
+    context_tokens: int = 0
+    prefill_tokens: int = 0  # context tokens forwarded
+    cached_tokens: int = 0  # context tokens served by the prefix cache
+    forward_passes: int = 0  # batched decode steps (after the prefill)
+    tokens: int = 0  # tokens committed, all candidates together
+    ms: dict[str, float] = field(default_factory=dict)  # tokenize, prefill, decode, total
+
+
+@dataclass
+class JobResult:
+    completions: list[Completion]
+    stats: JobStats
+
+
+class Engine:
+    """A loaded model ready to complete code. Thread-safe; one model call at a time."""
+
+    def __init__(self, step: StepFunction, codec: TextCodec, *, budget: Budget = Budget(),
+                 cache_mb: float = 256.0, info: Optional[dict] = None):
+        self.step = step
+        self.codec = codec
+        self.budget = budget
+        self.prefix_cache = PrefixCache(int(cache_mb * 2**20))
+        self.info = dict(info or {})  # what the server shows: bundle, provider, variant
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_bundle(cls, path: Optional[str | Path] = None, *, device: str = "auto",
+                    variant: Optional[str] = None, threads: int = 0, cache_mb: float = 256.0,
+                    budget: Optional[Budget] = None) -> "Engine":
+        """Load a bundle (default: the one shipped in the package) on the best device."""
+        from engine.bundle import default_bundle_path, load_bundle
+        from engine.runtime import open_step
+
+        bundle = load_bundle(path if path is not None else default_bundle_path())
+        step = open_step(bundle, device=device, variant=variant, threads=threads)
+        codec = TextCodec.from_file(bundle.tokenizer_path)
+        info = {"bundle": str(bundle.root), "provider": step.provider, "variant": step.variant}
+        return cls(step, codec, budget=budget or bundle_budget(bundle), cache_mb=cache_mb, info=info)
+
+    def complete(self, jobs: Sequence[Job] | Job, *, should_cancel: Optional[Callable[[], bool]] = None,
+                 deadline: Optional[float] = None) -> list[JobResult]:
+        """Complete every job; all their candidates decode in one batch.
+
+        should_cancel: checked before every model call (True raises DecodeCancelled).
+        deadline: time.monotonic() value; candidates still running then return what
+        their finished blocks hold (stop_reason "deadline").
+        """
+        if isinstance(jobs, Job):
+            jobs = [jobs]
+        with self._lock:
+            return self._complete(list(jobs), should_cancel, deadline)
+
+    def _complete(self, jobs: list[Job], should_cancel, deadline) -> list[JobResult]:
+        started = time.perf_counter()
+        contexts = [build_context(self.codec, job.prefix, job.suffix, self.budget) for job in jobs]
+        tokenized = time.perf_counter()
+        single_row = len(jobs) == 1 and jobs[0].n == 1
+        prefixes, stop_rules = [], []
+        for job, context in zip(jobs, contexts):
+            cached = self.prefix_cache.take(job.doc_id)
+            # Room to decode in place after the context when the batch is this one row.
+            extra = job.config.max_tokens if single_row else 0
+            prefixes.append(prefill(self.step, context.ids, mask_id=self.codec.mask, reuse=cached,
+                                    extra_capacity=extra, should_cancel=should_cancel))
+            stop_rules.append(block_stop_rule(self.codec, job.prefix) if job.config.mode == "block" else None)
+        prefilled = time.perf_counter()
+        rows = [
+            Row(prefix, job.config, rng=_rng(job, i), should_stop=stop, first_rank=i)
+            for job, prefix, stop in zip(jobs, prefixes, stop_rules)
+            for i in range(job.n)
+        ]
+        try:
+            results = decode_rows(self.step, rows, mask_id=self.codec.mask, eos_id=self.codec.eos,
+                                  newline_tokens=self.codec.newline_tokens, banned_ids=self.codec.banned_ids,
+                                  should_cancel=should_cancel, deadline=deadline)
+        finally:
+            for job, prefix in zip(jobs, prefixes):
+                self.prefix_cache.put(job.doc_id, prefix)
+        decoded = time.perf_counter()
+        out, at = [], 0
+        for job, context, prefix in zip(jobs, contexts, prefixes):
+            mine = results[at : at + job.n]
+            at += job.n
+            completions = [self._completion(job, r) for r in mine]
+            stats = JobStats(
+                context_tokens=len(context.ids),
+                prefill_tokens=prefix.prefill_tokens,
+                cached_tokens=prefix.cached_tokens,
+                forward_passes=max(r.forward_passes for r in mine),
+                tokens=sum(len(r.tokens) for r in mine),
+                ms={"tokenize": _ms(started, tokenized), "prefill": _ms(tokenized, prefilled),
+                    "decode": _ms(prefilled, decoded), "total": _ms(started, time.perf_counter())},
+            )
+            out.append(JobResult(completions, stats))
+        return out
+
+    def _completion(self, job: Job, result: DecodeResult) -> Completion:
+        """Decoded text cut by the mode's rule (tokens and confidences as decoded)."""
+        text = self.codec.decode(result.tokens)
+        if job.config.mode == "line":
+            text = cut_line(text)
+        else:
+            text, _ = cut_block(text, block_floor(job.prefix))
+        return Completion(text, result.tokens, result.confidences, result.stop_reason)
+
+    def forget(self, doc_id: str) -> None:
+        """Drop what the engine caches for a document (it was closed)."""
+        self.prefix_cache.forget(doc_id)
+
+
+def bundle_budget(bundle) -> Budget:
+    """Context budgets that keep a job inside the positions the model was trained on."""
+    context = getattr(bundle, "trained_context", None) or getattr(bundle, "max_context", 512)
+    room = max(64, context - 64 - 4)  # leave room for 64 generated tokens and the 4 markers
+    suffix = room // 4
+    return Budget(prefix_tokens=room - suffix, suffix_tokens=suffix)
+
+
+def _rng(job: Job, candidate: int) -> Optional[np.random.Generator]:
+    if job.config.temperature == 0.0:
+        return None
+    return np.random.default_rng(None if job.seed is None else job.seed + candidate)
+
+
+def _ms(a: float, b: float) -> float:
+    return round((b - a) * 1000.0, 2)
