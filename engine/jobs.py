@@ -161,3 +161,24 @@ def cut_line(text: str) -> str:
     """Line mode: the text up to (not including) the first newline."""
     at = text.find("\n")
     return text if at == -1 else text[:at]
+
+
+def choose_mode(prefix: str, suffix: str) -> str:
+    """"block" where a block is expected, else "line" (the default of `--mode auto`).
+
+    A block is expected on an empty line that opens a body (after a line ending in
+    ":"), at the end of a line ending in ":", or in an empty body (`pass`, `...`
+    and nothing else left to write on the cursor's line).
+    """
+    current = prefix[prefix.rfind("\n") + 1 :]
+    rest_of_line = suffix.split("\n", 1)[0]
+    if rest_of_line.strip():
+        return "line"  # mid-line: finish this line
+    if current.rstrip().endswith(":"):
+        return "block"
+    if not current.strip():
+        previous = [line for line in prefix.splitlines()[:-1] if line.strip()] if current else \
+            [line for line in prefix.splitlines() if line.strip()]
+        if previous and previous[-1].rstrip().endswith(":"):
+            return "block"
+    return "line"
