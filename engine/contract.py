@@ -5,6 +5,8 @@ torch side (model/) and the runtime side (engine/) both import from here so a
 rename cannot silently split them.
 """
 
+from dataclasses import dataclass
+
 PAD = "<|pad|>"
 MASK = "<|mask|>"
 BOS = "<|bos|>"
@@ -41,3 +43,26 @@ def new_key_name(layer: int) -> str:
 def new_value_name(layer: int) -> str:
     """Output holding the values of the q input positions only (not past + q)."""
     return f"new_key_values.{layer}.value"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: its name, rank and numpy element type."""
+
+    name: str
+    rank: int
+    dtype: str  # numpy dtype name: "int64", "bool", "float32"
+
+
+def expected_io(n_layers: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """(inputs, outputs) of the step graph, in the contract's order.
+
+    The exporter names the graph's inputs/outputs from this list and the runtime
+    checks a loaded session against it, so the two cannot drift apart.
+    """
+    inputs = [TensorSpec(INPUT_IDS, 2, "int64"), TensorSpec(POSITION_IDS, 2, "int64"), TensorSpec(ATTENTION_MASK, 4, "bool")]
+    outputs = [TensorSpec(LOGITS, 3, "float32")]
+    for layer in range(n_layers):
+        inputs += [TensorSpec(past_key_name(layer), 4, "float32"), TensorSpec(past_value_name(layer), 4, "float32")]
+        outputs += [TensorSpec(new_key_name(layer), 4, "float32"), TensorSpec(new_value_name(layer), 4, "float32")]
+    return inputs, outputs
