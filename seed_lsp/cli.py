@@ -49,6 +49,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return sample_main(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.bundle_writer import main as export_main
+
+    return export_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seed-lsp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="print an infill from a checkpoint")
     add_sample_arguments(sample)
     sample.set_defaults(func=cmd_sample)
+
+    from export.options import add_export_arguments
+
+    export = sub.add_parser("export", help="write an ONNX bundle (fp32, int8, fp16) from a checkpoint, verified against torch")
+    add_export_arguments(export)
+    export.set_defaults(func=cmd_export)
     return parser
 
 
