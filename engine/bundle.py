@@ -43,6 +43,7 @@ class Bundle:
     head_dim: int
     vocab_size: int
     max_context: int
+    trained_context: int  # longest sequence the model was trained on; contexts stay inside it
     special_tokens: dict[str, int]
     block_size: int
     tau: float
@@ -176,6 +177,12 @@ def decode_defaults(root: Path, section: dict) -> tuple[int, float]:
     return block_size, float(tau)
 
 
+def trained_context(root: Path, section: dict) -> int:
+    """context.trained_context if recorded, else max_context (older bundles)."""
+    key = "trained_context" if "trained_context" in section else "max_context"
+    return positive_int(root, section, key, "context")
+
+
 def load_bundle(path: str | Path) -> Bundle:
     """Read and check the bundle folder at `path`; BundleError (one line) on any fault."""
     root = Path(path)
@@ -197,5 +204,6 @@ def load_bundle(path: str | Path) -> Bundle:
     return Bundle(
         root=root, manifest=manifest, n_layers=sizes["n_layers"], n_kv_heads=sizes["n_kv_heads"],
         head_dim=sizes["d_model"] // sizes["n_heads"], vocab_size=sizes["vocab_size"], max_context=positive_int(root, manifest["context"], "max_context", "context"),
+        trained_context=trained_context(root, manifest["context"]),
         special_tokens=special, block_size=block_size, tau=tau, variants=variants, tokenizer_path=tokenizer_path,
     )

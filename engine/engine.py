@@ -95,7 +95,8 @@ class Engine:
         bundle = load_bundle(path if path is not None else default_bundle_path())
         step = open_step(bundle, device=device, variant=variant, threads=threads)
         codec = TextCodec.from_file(bundle.tokenizer_path)
-        info = {"bundle": str(bundle.root), "provider": step.provider, "variant": step.variant}
+        info = {"bundle": str(bundle.root), "provider": step.provider, "variant": step.variant,
+                "decode_defaults": {"block_size": bundle.block_size, "tau": bundle.tau}}
         return cls(step, codec, budget=budget or bundle_budget(bundle), cache_mb=cache_mb, info=info)
 
     def complete(self, jobs: Sequence[Job] | Job, *, should_cancel: Optional[Callable[[], bool]] = None,
@@ -171,7 +172,7 @@ class Engine:
 
 def bundle_budget(bundle) -> Budget:
     """Context budgets that keep a job inside the positions the model was trained on."""
-    context = getattr(bundle, "trained_context", None) or getattr(bundle, "max_context", 512)
+    context = min(bundle.trained_context, bundle.max_context)
     room = max(64, context - 64 - 4)  # leave room for 64 generated tokens and the 4 markers
     suffix = room // 4
     return Budget(prefix_tokens=room - suffix, suffix_tokens=suffix)

@@ -45,6 +45,8 @@ FP32_MAX_LOGIT_DIFFERENCE = 1e-3
 
 class ExportError(RuntimeError):
     """The export cannot proceed or its verification failed; one line for the user."""
+# Sequence length of the training runs before train_state recorded it (session 1: 512).
+DEFAULT_TRAINED_CONTEXT = 512
 
 
 def parse_variants(text: str) -> list[str]:
@@ -60,7 +62,7 @@ def source_info(checkpoint: Path) -> dict:
     """What the bundle was made from: training progress and tool versions."""
     state = ckpt.load_state(checkpoint)
     last = (state.get("history") or [{}])[-1]
-    info = {key: state[key] for key in ("tokens_total", "stage", "step") if key in state}
+    info = {key: state[key] for key in ("tokens_total", "stage", "step", "trained_context") if key in state}
     info.update({key: value for key, value in last.items() if key.startswith("val_")})
     info.update(checkpoint=checkpoint.resolve().name, exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 torch=torch.__version__, onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
@@ -86,7 +88,8 @@ def build_manifest(model: DiffusionLM, folder: Path, variants: list[str], source
         "architecture": asdict(model.cfg),
         "special_tokens": expected_special_tokens(),
         "decode_defaults": dict(DECODE_DEFAULTS),
-        "context": {"max_context": model.cfg.max_context},
+        "context": {"max_context": model.cfg.max_context,
+                    "trained_context": int(source.get("trained_context") or DEFAULT_TRAINED_CONTEXT)},
         "variants": {v: VARIANT_FILES[v] for v in variants},
         "files": {name: file_sha256(folder / name) for name in files},
         "source": source,
@@ -135,8 +138,20 @@ def verify_staging(staging: Path, model: DiffusionLM, manifest: dict, jobs: int,
         raise ExportError(f"{exc}; the unverified bundle is left in {staging}") from None
 
 
+def drop_reference(staging: Path, manifest: dict) -> None:
+    """Remove the fp32 graph after verification: a shipped CPU bundle needs only int8.
+
+    The verification table stays in bundle.json as the record of the fp32 check.
+    """
+    (staging / VARIANT_FILES["fp32"]).unlink()
+    del manifest["variants"]["fp32"]
+    del manifest["files"][VARIANT_FILES["fp32"]]
+    write_manifest(staging, manifest)
+
+
 def write_bundle(checkpoint: Path, out: Path, variants: list[str], verify_jobs: int = 20,
-                 snippets: Optional[Path] = None, log: Callable[[str], None] = print) -> dict:
+                 snippets: Optional[Path] = None, log: Callable[[str], None] = print,
+                 keep_fp32: bool = True) -> dict:
     """Export, verify and install the bundle for `checkpoint` at `out`; returns bundle.json's content."""
     checkpoint, out = Path(checkpoint), Path(out)
     if not ckpt.has_checkpoint(checkpoint):
@@ -152,6 +167,8 @@ def write_bundle(checkpoint: Path, out: Path, variants: list[str], verify_jobs: 
     write_manifest(staging, manifest)
     if verify_jobs > 0:
         verify_staging(staging, model, manifest, verify_jobs, snippets, log)
+    if not keep_fp32 and len(variants) > 1:
+        drop_reference(staging, manifest)
     install(staging, out)
     return manifest
 
@@ -160,7 +177,8 @@ def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         write_bundle(Path(args.checkpoint), Path(args.out), parse_variants(args.variants),
-                     0 if args.no_verify else args.verify_jobs, Path(args.snippets) if args.snippets else None)
+                     0 if args.no_verify else args.verify_jobs, Path(args.snippets) if args.snippets else None,
+                     keep_fp32=not args.drop_fp32)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

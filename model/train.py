@@ -265,6 +265,8 @@ def train(args: argparse.Namespace) -> dict:
         state["stage_seconds"] = wall_before + time.time() - clock.start
         state["stages"][args.stage] = {"tokens": state["stage_tokens"], "steps": state["step"],
                                        "seconds": round(state["stage_seconds"], 1)}
+        # Positions past this were never trained: the engine keeps contexts inside it.
+        state["trained_context"] = max(state.get("trained_context", 0), args.seq_len)
         ckpt.save_checkpoint(out, model, tokenizer_path, state, optimizer)
         clock.last_save = time.time()
         log(f"[{time.strftime('%H:%M:%S')}] checkpoint saved at step {state['step']} ({reason})")

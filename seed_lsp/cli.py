@@ -55,6 +55,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return export_main(args)
 
 
+def cmd_complete(args: argparse.Namespace) -> int:
+    from seed_lsp.complete import main as complete_main
+
+    return complete_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seed-lsp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="print an infill from a checkpoint")
     add_sample_arguments(sample)
     sample.set_defaults(func=cmd_sample)
+
+    from seed_lsp.complete import add_complete_arguments
+
+    complete = sub.add_parser("complete", help="complete code at FILE:LINE:COL with the bundled model (no torch)")
+    add_complete_arguments(complete)
+    complete.set_defaults(func=cmd_complete)
 
     from export.options import add_export_arguments
 
