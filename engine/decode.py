@@ -62,7 +62,7 @@ __all__ = [
 # Per layer (key, value), each [rows, kv_heads, positions, head_dim].
 KV = list[tuple[np.ndarray, np.ndarray]]
 
-MODES = ("line", "block")
+MODES = ("line", "block", "infill")
 STOP_REASONS = ("eos", "newline", "max_tokens", "callback", "deadline")
 
 
@@ -100,7 +100,8 @@ class DecodeConfig:
     tau: float = 0.9
     # Hard cap on returned tokens; the last block is shortened so the cap is exact.
     max_tokens: int = 64
-    # "line": also stop at the first token containing a newline; "block": eos, cap, callback.
+    # "line": also stop at the first token containing a newline; "block": eos, cap, callback
+    # (the engine adds a dedent rule); "infill": eos or cap only (a span between prefix and suffix).
     mode: str = "line"
     # 0 = greedy and deterministic; > 0 samples from softmax(logits / temperature).
     temperature: float = 0.0

@@ -161,7 +161,7 @@ class Engine:
         text = self.codec.decode(result.tokens)
         if job.config.mode == "line":
             text = cut_line(text)
-        else:
+        elif job.config.mode == "block":
             text, _ = cut_block(text, block_floor(job.prefix))
         return Completion(text, result.tokens, result.confidences, result.stop_reason)
 

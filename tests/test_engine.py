@@ -266,3 +266,12 @@ def test_block_mode_completion_never_leaves_the_block(step, codec):
     text = result.completions[0].text
     for line in text.split("\n")[1:]:
         assert not line.strip() or line.startswith("    ")
+
+
+def test_infill_mode_ignores_newlines_and_dedents(step, codec):
+    eng = engine(step, codec)
+    cfg = DecodeConfig(block_size=4, tau=0.5, max_tokens=24, mode="infill")
+    result = eng.complete(Job("def f(x):\n    ", "\n\nprint(f(1))\n", cfg))[0]
+    completion = result.completions[0]
+    assert completion.stop_reason in ("eos", "max_tokens")
+    assert completion.text == codec.decode(completion.tokens)
