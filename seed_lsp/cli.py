@@ -61,6 +61,12 @@ def cmd_complete(args: argparse.Namespace) -> int:
     return complete_main(args)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lsp_server.server import main as serve_main
+
+    return serve_main(args.server_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seed-lsp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="print an infill from a checkpoint")
     add_sample_arguments(sample)
     sample.set_defaults(func=cmd_sample)
+
+    serve = sub.add_parser("serve", help="run the language server over stdio (same as python -m lsp_server)",
+                           add_help=False)
+    serve.add_argument("server_args", nargs=argparse.REMAINDER, help="--tcp HOST:PORT, --log-level LEVEL")
+    serve.set_defaults(func=cmd_serve)
 
     from seed_lsp.complete import add_complete_arguments
 
