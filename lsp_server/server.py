@@ -262,6 +262,24 @@ class SeedServer(LanguageServer):
         return types.Range(start=position(*problem.start), end=position(*problem.end))
 
 
+class ClientLogHandler(logging.Handler):
+    """Forwards the server's log records to the client as window/logMessage (any thread)."""
+
+    LEVELS = {logging.ERROR: types.MessageType.Error, logging.WARNING: types.MessageType.Warning,
+              logging.INFO: types.MessageType.Info}
+
+    def __init__(self, server: "SeedServer"):
+        super().__init__()
+        self.server = server
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.server.initialized:
+            return
+        kind = self.LEVELS.get(record.levelno, types.MessageType.Log)
+        params = types.LogMessageParams(type=kind, message=self.format(record))
+        self.server.from_worker(self.server.window_log_message, params)
+
+
 def configure_logging(level: str) -> None:
     """Our log at the configured level on stderr; pygls's own only for errors (it logs params)."""
     logging.getLogger("seed_lsp").setLevel(level.upper())
@@ -271,6 +289,7 @@ def configure_logging(level: str) -> None:
 def create_server() -> SeedServer:
     server = SeedServer()
     register_handlers(server)
+    logging.getLogger("seed_lsp").addHandler(ClientLogHandler(server))
     return server
 
 

@@ -67,6 +67,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_main(args.server_args)
 
 
+def cmd_ship(args: argparse.Namespace) -> int:
+    from model.ship import main as ship_main
+
+    return ship_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seed-lsp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
                            add_help=False)
     serve.add_argument("server_args", nargs=argparse.REMAINDER, help="--tcp HOST:PORT, --log-level LEVEL")
     serve.set_defaults(func=cmd_serve)
+
+    ship = sub.add_parser("ship", help="make a checkpoint the bundled default model (model/default), if better")
+    ship.add_argument("checkpoint", help="checkpoint folder to ship")
+    ship.add_argument("--out", default=None, help="default model folder (default: model/default)")
+    ship.add_argument("--force", action="store_true", help="ship even if validation loss is not lower")
+    ship.add_argument("--verify-jobs", type=int, default=20)
+    ship.set_defaults(func=cmd_ship)
 
     from seed_lsp.complete import add_complete_arguments
 

@@ -1,0 +1,91 @@
+"""`seed-lsp ship CHECKPOINT`: make a checkpoint the bundled default model (model/default).
+
+The default model lives in git, so it is kept small and replaced only when it is
+better: the weights are stored in bf16 without optimizer state (training resumes
+from them with fresh moments), the bundle carries only the int8 ONNX variant
+(verified against torch before the fp32 graph is dropped), and a checkpoint whose
+validation loss is not lower than the shipped one's is refused unless --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model import checkpoint as ckpt
+
+DEFAULT_DIR = Path(__file__).resolve().parent / "default"
+SIZE_LIMIT_MB = 80.0
+# Sequence length of the runs before train_state recorded it (session 1 and 2: 512).
+DEFAULT_TRAINED_CONTEXT = 512
+
+
+def validation_loss(folder: Path) -> float | None:
+    """The last recorded diffusion validation loss of a checkpoint, or None."""
+    state_path = folder / ckpt.STATE
+    if not state_path.is_file():
+        return None
+    history = json.loads(state_path.read_text()).get("history") or []
+    losses = [h["val_diff"] for h in history if "val_diff" in h]
+    return losses[-1] if losses else None
+
+
+def write_small_checkpoint(source: Path, out: Path) -> None:
+    """Weights in bf16, config, tokenizer and training state; no optimizer, no log."""
+    out.mkdir(parents=True)
+    weights = {k: v.to(torch.bfloat16).contiguous() for k, v in load_file(str(source / ckpt.WEIGHTS)).items()}
+    save_file(weights, str(out / ckpt.WEIGHTS))
+    for name in (ckpt.CONFIG, ckpt.TOKENIZER):
+        shutil.copyfile(source / name, out / name)
+    state = json.loads((source / ckpt.STATE).read_text())
+    state.setdefault("trained_context", DEFAULT_TRAINED_CONTEXT)
+    (out / ckpt.STATE).write_text(json.dumps(state, indent=1))
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def ship(source: Path, out: Path = DEFAULT_DIR, force: bool = False, verify_jobs: int = 20) -> dict:
+    from export.bundle_writer import write_bundle
+
+    new_loss, old_loss = validation_loss(source), validation_loss(out)
+    if not force and old_loss is not None and (new_loss is None or new_loss >= old_loss):
+        raise SystemExit(f"error: {source} (val_diff {new_loss}) is not better than the shipped model "
+                         f"(val_diff {old_loss}); --force to ship anyway")
+    staging = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    write_small_checkpoint(source, staging)
+    write_bundle(staging, staging / "bundle", ["fp32", "int8"], verify_jobs=verify_jobs, keep_fp32=False)
+    size = folder_mb(staging)
+    if size > SIZE_LIMIT_MB:
+        raise SystemExit(f"error: the default model would take {size:.1f} MB (limit {SIZE_LIMIT_MB} MB); "
+                         f"left in {staging}")
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return {"shipped": str(out), "val_diff": new_loss, "previous_val_diff": old_loss, "mb": round(size, 1)}
+
+
+def main(args: argparse.Namespace) -> int:
+    summary = ship(Path(args.checkpoint), Path(args.out) if args.out else DEFAULT_DIR, args.force, args.verify_jobs)
+    print(json.dumps(summary))
+    return 0
+
+
+def add_ship_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint folder to ship")
+    p.add_argument("--out", default=None, help="default model folder (checkpoint + bundle/)")
+    p.add_argument("--force", action="store_true", help="ship even if validation loss is not lower")
+    p.add_argument("--verify-jobs", type=int, default=20)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_ship_arguments(parser)
+    sys.exit(main(parser.parse_args()))
