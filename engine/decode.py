@@ -258,10 +258,11 @@ def _check_step_output(logits: np.ndarray, kv: KV, rows: int, q: int) -> None:
 
 
 def _run_step(step: StepFunction, cache: KVCache, inputs: Sequence[Sequence[int]],
-              n_clean: Sequence[int]) -> np.ndarray:
+              n_clean: Sequence[int], want_logits: bool = True) -> Optional[np.ndarray]:
     """One batched step: row r feeds inputs[r] (its first n_clean[r] clean) at its next positions.
 
-    Rows are padded to the longest input; clean rows are cached. Returns logits [b, q, vocab].
+    Rows are padded to the longest input; clean rows are cached. Returns logits [b, q, vocab],
+    or None with want_logits=False (the step's keys_values method, which skips the head).
     """
     q = max(len(ids) for ids in inputs)
     rows = len(inputs)
@@ -273,6 +274,11 @@ def _run_step(step: StepFunction, cache: KVCache, inputs: Sequence[Sequence[int]
     width = cache.capacity if cache.layers is not None else 0
     n_block = [len(ids) - c for ids, c in zip(inputs, n_clean)]
     mask = build_batch_mask(width, cache.lengths, n_clean, n_block, q)
+    if not want_logits:
+        kv = step.keys_values(input_ids, position_ids, mask, cache.past())
+        _check_step_output(np.zeros((rows, q, 1), np.float32), kv, rows, q)
+        cache.append(kv, n_clean)
+        return None
     logits, kv = step(input_ids, position_ids, mask, cache.past())
     _check_step_output(logits, kv, rows, q)
     cache.append(kv, n_clean)
@@ -336,7 +342,14 @@ def prefill(
         cache = KVCache(1, capacity)
         if reuse is not None and keep > 0:
             cache.copy_row_from(0, reuse.cache, 0, keep)
-    logits = _run_step(step, cache, [context[keep:].tolist()], [len(context) - keep])
+    new = context[keep:].tolist()
+    if len(new) > 1 and hasattr(step, "keys_values"):
+        # All but the last token without the output head; only the last one needs logits.
+        _run_step(step, cache, [new[:-1]], [len(new) - 1], want_logits=False)
+        if should_cancel is not None and should_cancel():
+            raise DecodeCancelled()
+        new = new[-1:]
+    logits = _run_step(step, cache, [new], [len(new)])
     return Prefix(context, cache, logits[0, -1].astype(np.float32), cached_tokens=keep,
                   prefill_tokens=len(context) - keep)
 

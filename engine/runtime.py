@@ -79,6 +79,16 @@ class OrtStep:
             feeds[past_value_name(layer)] = np.ascontiguousarray(value, dtype=np.float32)
         return feeds
 
+    def keys_values(self, input_ids, position_ids, attention_mask, past):
+        """Only the keys/values (no logits): onnxruntime then skips the output head.
+
+        A prefill needs logits for its last position only; the head over every
+        context position is about a third of the prefill's work.
+        """
+        names = self.output_names[1:]
+        outputs = self.session.run(names, self.feeds(input_ids, position_ids, attention_mask, past))
+        return [(outputs[2 * layer], outputs[2 * layer + 1]) for layer in range(self.n_layers)]
+
     def __call__(self, input_ids, position_ids, attention_mask, past):
         """logits float32 [b, q, vocab] and per layer (key, value) float32 [b, kv_heads, q, head_dim]."""
         outputs = self.session.run(self.output_names, self.feeds(input_ids, position_ids, attention_mask, past))

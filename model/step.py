@@ -21,6 +21,14 @@ class TorchStep:
         self.device = torch.device(device)
 
     @torch.inference_mode()
+    def keys_values(self, input_ids, position_ids, attention_mask, past):
+        """Only the keys/values of the inputs (the output head is skipped)."""
+        to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+        past_t = [(to(k), to(v)) for k, v in past] if past else None
+        _, kv = self.model.hidden_states(to(input_ids), to(position_ids), to(attention_mask), past_t)
+        return [(k.float().cpu().numpy(), v.float().cpu().numpy()) for k, v in kv]
+
+    @torch.inference_mode()
     def __call__(self, input_ids, position_ids, attention_mask, past):
         to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
         past_t = [(to(k), to(v)) for k, v in past] if past else None
