@@ -67,6 +67,8 @@ class Engine(Protocol):
 
 
 Cancel = Optional[Callable[[], bool]]
+# A fix whose document still fails within this many lines after the new text is refused.
+NEARBY_LINES = 2
 
 
 def apply_edit(text: str, edit: Edit) -> str:
@@ -215,6 +217,10 @@ def _improves(original: str, original_error: Optional[Problem], fixed: str, lang
     error_at = offset_of(fixed, fixed_problems[0].start)
     was_at = offset_of(original, original_error.start)
     if error_at >= changed_end:  # after the edit: compare in the original's offsets
+        if strict and fixed.count("\n", changed_end, error_at) <= NEARBY_LINES:
+            # An error right after the new text is most likely caused by it (replacing a
+            # `def` header by junk leaves "unexpected indent" on the next line).
+            return False
         moved_to = error_at - (len(fixed) - len(original))
         progressed = moved_to > was_at or (not strict and moved_to == was_at)
         return progressed and _sound_before(fixed, error_at, changed_end)

@@ -363,3 +363,10 @@ def test_propose_fix_with_a_tiny_random_model():
     engine = Engine(TorchStep(DiffusionLM(config).eval()), TextCodec.from_file(ROOT / "model" / "tokenizer.json"))
     edit = propose_fix(engine, MISSING_COLON, PAREN, "python", n=2, max_tokens=8)
     assert edit is None or (parses(apply_edit(MISSING_COLON, edit)) and edit.candidates_tried >= 1)
+
+
+def test_a_fix_that_breaks_the_next_line_is_refused():
+    """Replacing a broken `def` header by junk leaves "unexpected indent" right below: not a fix."""
+    original = "class A:\n    def put(self, x) -> None\n        self.x = x\n\n\nvalue = (1,\n"
+    fixed = "class A:\n    h\n        self.x = x\n\n\nvalue = (1,\n"
+    assert not is_improvement(original, fixed, "python")
