@@ -221,7 +221,7 @@ def test_manifest_records_architecture_tokens_and_checksums(bundle_dir):
     assert manifest["architecture"]["n_kv_heads"] == CONFIG.n_kv_heads
     assert manifest["special_tokens"] == {token: i for i, token in enumerate(SPECIAL_TOKENS)}
     assert manifest["decode_defaults"] == {"block_size": 8, "tau": 0.9}
-    assert manifest["context"] == {"max_context": 256}
+    assert manifest["context"] == {"max_context": 256, "trained_context": 512}  # 512: not recorded in the state
     assert manifest["variants"] == {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
     assert manifest["source"]["tokens_total"] == 123
     for name, digest in manifest["files"].items():
