@@ -412,6 +412,9 @@ class Row:
 
     first_rank: greedy candidates of one context differ by their first token: rank r
     takes the r-th most likely one (0 = the argmax), then continues greedily.
+    first_allowed / first_newline: token healing (engine.healing): bool [vocab] masks
+    of the tokens the first one may be, and of those that end a line (they replace
+    newline_tokens for the first token, whose leading text the caller removes).
     """
 
     prefix: Prefix
@@ -419,6 +422,8 @@ class Row:
     rng: Optional[np.random.Generator] = None
     should_stop: Optional[Callable[[list[int]], bool]] = None
     first_rank: int = 0
+    first_allowed: Optional[np.ndarray] = None
+    first_newline: Optional[np.ndarray] = None
 
 
 class _RowState:
@@ -431,6 +436,8 @@ class _RowState:
             self.rng = np.random.default_rng()
         self.should_stop = row.should_stop
         self.first_rank = row.first_rank
+        self.first_allowed = row.first_allowed
+        self.first_newline = row.first_newline
         self.ids = ids
         self.newline_tokens = ids.newline_tokens if self.config.mode == "line" else None
         self.tokens: list[int] = []
@@ -457,39 +464,45 @@ class _RowState:
 
     # choosing
 
-    def choose(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def choose(self, logits: np.ndarray, first_row: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
         """Tokens and confidences for rows of logits; never the mask token nor a banned id.
 
         A committed mask token would be read back as "still noisy" by the model and
         is never meaningful text, so it is banned before choosing; callers ban the
-        other special tokens (bos, fim markers, pad) the same way.
+        other special tokens (bos, fim markers, pad) the same way. first_row: the row
+        (if any) that chooses the completion's first token, restricted by healing.
         """
         logits = np.array(logits, dtype=np.float64)
         logits[:, self.ids.banned] = -np.inf
+        if first_row is not None and self.first_allowed is not None:
+            logits[first_row, ~self.first_allowed] = -np.inf
         return choose_tokens(logits, self.config.temperature, self.config.top_k, self.rng)
 
     def choose_first(self, logits: np.ndarray) -> tuple[int, float]:
         """The first token of the completion: the first_rank-th most likely (greedy candidates)."""
         if self.first_rank == 0 or self.config.temperature > 0.0:
-            token, confidence = self.choose(logits)
+            token, confidence = self.choose(logits, first_row=0)
             return int(token[0]), float(confidence[0])
         row = np.array(logits[0], dtype=np.float64)
         row[self.ids.banned] = -np.inf
+        if self.first_allowed is not None:
+            row[~self.first_allowed] = -np.inf
         order = np.argsort(-row, kind="stable")
         token = int(order[min(self.first_rank, len(order) - 1)])
         return token, float(_softmax(row[None])[0, token])
 
-    def stop_kind(self, token: int) -> Optional[str]:
+    def stop_kind(self, token: int, first: bool = False) -> Optional[str]:
         if token == self.ids.eos_id:
             return "eos"
-        if self.newline_tokens is not None and self.newline_tokens[token]:
-            return "newline"
-        return None
+        if self.newline_tokens is None:
+            return None
+        newline = self.first_newline if first and self.first_newline is not None else self.newline_tokens
+        return "newline" if newline[token] else None
 
     def accept(self, tokens: Sequence[int], confidences: Sequence[float]) -> None:
         """Append finished tokens to the output; set stop_reason when decoding ends."""
         for token, confidence in zip(tokens, confidences):
-            kind = self.stop_kind(int(token))
+            kind = self.stop_kind(int(token), first=not self.tokens)
             if kind == "eos":
                 self.stop_reason = "eos"  # eos ends the text and is not part of it
                 return
@@ -539,7 +552,9 @@ class _RowState:
         block_len = len(self.block)
         rows = np.flatnonzero(self.masked)
         if len(rows):
-            chosen, confidence = self.choose(logits[-block_len:][rows])
+            # The completion's first position, when no anchor chose it (healing restricts it).
+            first_row = 0 if not self.tokens and rows[0] == 0 else None
+            chosen, confidence = self.choose(logits[-block_len:][rows], first_row=first_row)
             commit = confidence >= self.config.tau
             if not progressed:
                 commit[np.argmax(confidence)] = True  # progress is guaranteed: at least one per step
@@ -602,7 +617,7 @@ class _RowState:
         masked = self.masked
         settled = int(np.argmax(masked)) if masked.any() else len(masked)
         for i in range(settled):
-            if self.stop_kind(int(self.block[i])) is not None:
+            if self.stop_kind(int(self.block[i]), first=i == 0 and not self.tokens) is not None:
                 return i + 1
         return None if masked.any() else len(masked)
 

@@ -18,7 +18,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from engine.decode import DecodeConfig, DecodeResult, Row, StepFunction, decode_rows, prefill
+from engine.decode import DecodeConfig, DecodeResult, Prefix, Row, StepFunction, decode_rows, prefill
+from engine.healing import HealPlan, TokenHealer
 from engine.jobs import Budget, block_stop_rule, build_context, cut_block, block_floor, cut_line
 from engine.prefix_cache import PrefixCache
 from engine.tokenizer import TextCodec
@@ -34,6 +35,7 @@ class Job:
     n: int = 1  # candidates, decoded together in one batch
     doc_id: Optional[str] = None  # key of the prefix cache (e.g. the document URI); None = no cache
     seed: Optional[int] = None  # sampling seed (temperature > 0); candidates use seed, seed+1, ...
+    heal: bool = True  # token healing: the cursor may sit inside a token (engine.healing)
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or not 1 <= self.n <= 16:
@@ -48,6 +50,7 @@ class Completion:
     tokens: list[int]
     confidences: list[float]  # per token, when it was committed
     stop_reason: str
+    healed: str = ""  # decoded text before `text`: the tail token healing took back (tokens spell healed + text...)
 
     @property
     def min_confidence(self) -> float:
@@ -61,6 +64,8 @@ class JobStats:
     context_tokens: int = 0
     prefill_tokens: int = 0  # context tokens forwarded
     cached_tokens: int = 0  # context tokens served by the prefix cache
+    healed_tokens: int = 0  # prefix tokens taken back by token healing
+    healing_passes: int = 0  # extra one-token passes that healed part of the tail
     forward_passes: int = 0  # batched decode steps (after the prefill)
     tokens: int = 0  # tokens committed, all candidates together
     ms: dict[str, float] = field(default_factory=dict)  # tokenize, prefill, decode, total
@@ -81,6 +86,7 @@ class Engine:
         self.codec = codec
         self.budget = budget
         self.prefix_cache = PrefixCache(int(cache_mb * 2**20))
+        self.healer = TokenHealer(codec)
         self.info = dict(info or {})  # what the server shows: bundle, provider, variant
         self._lock = threading.Lock()
 
@@ -117,20 +123,23 @@ class Engine:
         contexts = [build_context(self.codec, job.prefix, job.suffix, self.budget) for job in jobs]
         tokenized = time.perf_counter()
         single_row = len(jobs) == 1 and jobs[0].n == 1
-        prefixes, stop_rules = [], []
-        for job, context in zip(jobs, contexts):
+        plans = [self.healer.plan(c.ids, c.prefix_tokens) if job.heal else HealPlan(c.ids, "", 0)
+                 for job, c in zip(jobs, contexts)]
+        prefixes, tails, first_prefills, healing_passes = [], [], [], []
+        for job, plan in zip(jobs, plans):
             cached = self.prefix_cache.take(job.doc_id)
             # Room to decode in place after the context when the batch is this one row.
-            extra = job.config.max_tokens if single_row else 0
-            prefixes.append(prefill(self.step, context.ids, mask_id=self.codec.mask, reuse=cached,
-                                    extra_capacity=extra, should_cancel=should_cancel))
-            stop_rules.append(block_stop_rule(self.codec, job.prefix) if job.config.mode == "block" else None)
+            extra = job.config.max_tokens + len(plan.tail) if single_row else 0
+            prefix = prefill(self.step, plan.context_ids, mask_id=self.codec.mask, reuse=cached,
+                             extra_capacity=extra, should_cancel=should_cancel)
+            first_prefills.append(prefix)
+            prefix, tail, passes = self._heal(prefix, plan.tail, extra, should_cancel)
+            prefixes.append(prefix)
+            tails.append(tail)
+            healing_passes.append(passes)
         prefilled = time.perf_counter()
-        rows = [
-            Row(prefix, job.config, rng=_rng(job, i), should_stop=stop, first_rank=i)
-            for job, prefix, stop in zip(jobs, prefixes, stop_rules)
-            for i in range(job.n)
-        ]
+        rows = [self._row(job, prefix, tail, i) for job, prefix, tail in zip(jobs, prefixes, tails)
+                for i in range(job.n)]
         try:
             results = decode_rows(self.step, rows, mask_id=self.codec.mask, eos_id=self.codec.eos,
                                   newline_tokens=self.codec.newline_tokens, banned_ids=self.codec.banned_ids,
@@ -140,15 +149,18 @@ class Engine:
                 self.prefix_cache.put(job.doc_id, prefix)
         decoded = time.perf_counter()
         out, at = [], 0
-        for job, context, prefix in zip(jobs, contexts, prefixes):
+        for job, prefix, first, tail, plan, passes in zip(jobs, prefixes, first_prefills, tails, plans,
+                                                          healing_passes):
             mine = results[at : at + job.n]
             at += job.n
-            completions = [self._completion(job, r) for r in mine]
+            completions = [self._completion(job, r, tail) for r in mine]
             stats = JobStats(
-                context_tokens=len(context.ids),
-                prefill_tokens=prefix.prefill_tokens,
-                cached_tokens=prefix.cached_tokens,
-                forward_passes=max(r.forward_passes for r in mine),
+                context_tokens=len(prefix.ids),  # as prefilled: without the healed tail, with its parts
+                prefill_tokens=first.prefill_tokens + passes,
+                cached_tokens=first.cached_tokens,
+                healed_tokens=plan.backed_off,
+                healing_passes=passes,
+                forward_passes=max(r.forward_passes for r in mine) + passes,
                 tokens=sum(len(r.tokens) for r in mine),
                 ms={"tokenize": _ms(started, tokenized), "prefill": _ms(tokenized, prefilled),
                     "decode": _ms(prefilled, decoded), "total": _ms(started, time.perf_counter())},
@@ -156,14 +168,41 @@ class Engine:
             out.append(JobResult(completions, stats))
         return out
 
-    def _completion(self, job: Job, result: DecodeResult) -> Completion:
-        """Decoded text cut by the mode's rule (tokens and confidences as decoded)."""
+    def _heal(self, prefix: Prefix, tail: str, extra: int, should_cancel) -> tuple[Prefix, str, int]:
+        """Commit the tokens that spell a leading part of the tail (rare: e.g. the longest
+        indentation token is taken back, and the model writes a shorter one and then a word).
+
+        Returns the prefix extended by them, the tail still to cover, and the passes spent.
+        """
+        passes = 0
+        while tail:
+            part = self.healer.step_toward(tail, prefix.last_logits)
+            if part is None:
+                break
+            token, tail = part
+            prefix = prefill(self.step, [*prefix.ids.tolist(), token], mask_id=self.codec.mask, reuse=prefix,
+                             extra_capacity=extra, should_cancel=should_cancel)
+            passes += 1
+        return prefix, tail, passes
+
+    def _row(self, job: Job, prefix: Prefix, tail: str, candidate: int) -> Row:
+        """One candidate's decode row; with a tail, its first token must cover it."""
+        stop = block_stop_rule(self.codec, job.prefix, len(tail)) if job.config.mode == "block" else None
+        first = self.healer.first_token(tail) if tail else None
+        return Row(prefix, job.config, rng=_rng(job, candidate), should_stop=stop, first_rank=candidate,
+                   first_allowed=first.covering if first else None,
+                   first_newline=first.newline_after if first else None)
+
+    def _completion(self, job: Job, result: DecodeResult, tail: str = "") -> Completion:
+        """Decoded text after the healed tail, cut by the mode's rule (tokens and confidences as decoded)."""
         text = self.codec.decode(result.tokens)
+        # The first token covers the tail; without it (stopped before any token) there is nothing to show.
+        text = text[len(tail):] if text.startswith(tail) else ""
         if job.config.mode == "line":
             text = cut_line(text)
         elif job.config.mode == "block":
             text, _ = cut_block(text, block_floor(job.prefix))
-        return Completion(text, result.tokens, result.confidences, result.stop_reason)
+        return Completion(text, result.tokens, result.confidences, result.stop_reason, healed=tail)
 
     def forget(self, doc_id: str) -> None:
         """Drop what the engine caches for a document (it was closed)."""

@@ -147,12 +147,16 @@ def cut_block(text: str, floor: int) -> tuple[str, bool]:
     return text, False
 
 
-def block_stop_rule(codec: TextCodec, prefix: str) -> Callable[[list[int]], bool]:
-    """should_stop for block mode: True once the decoded text has left the cursor's block."""
+def block_stop_rule(codec: TextCodec, prefix: str, skip_chars: int = 0) -> Callable[[list[int]], bool]:
+    """should_stop for block mode: True once the decoded text has left the cursor's block.
+
+    skip_chars: leading decoded characters that are not part of the completion
+    (the healed tail, engine.healing).
+    """
     floor = block_floor(prefix)
 
     def should_stop(tokens: list[int]) -> bool:
-        return cut_block(codec.decode(tokens), floor)[1]
+        return cut_block(codec.decode(tokens)[skip_chars:], floor)[1]
 
     return should_stop
 

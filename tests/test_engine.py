@@ -274,4 +274,4 @@ def test_infill_mode_ignores_newlines_and_dedents(step, codec):
     result = eng.complete(Job("def f(x):\n    ", "\n\nprint(f(1))\n", cfg))[0]
     completion = result.completions[0]
     assert completion.stop_reason in ("eos", "max_tokens")
-    assert completion.text == codec.decode(completion.tokens)
+    assert completion.healed + completion.text == codec.decode(completion.tokens)
