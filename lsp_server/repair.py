@@ -29,6 +29,9 @@ REWRITE_TITLE = "Rewrite selection"
 
 # Characters that make up an operator token (`+=`, `->`, `**`, `!=`).
 _OPERATOR_CHARS = frozenset("+-*/%&|^~<>=!@")
+# A fix changes at most this many characters, or this share of the re-written text (is_small_repair).
+_REPAIR_MIN_CHARS = 3
+_REPAIR_SHARE = 0.25
 # A placeholder comment a "Fill in body" may replace.
 _TODO_COMMENT = re.compile(r"#\s*(TODO|FIXME)\b", re.IGNORECASE)
 # Anything a placeholder body is made of; see _may_have_stub.
@@ -300,12 +303,29 @@ def _check_cancel(should_cancel: Cancel) -> None:
         raise DecodeCancelled()
 
 
+def is_small_repair(old: str, new: str) -> bool:
+    """Is new a repair of old (a few characters changed), not different code that happens to parse?
+
+    The changed part (after the common head and tail) may be at most
+    max(_REPAIR_MIN_CHARS, _REPAIR_SHARE x the length of old) characters, counting
+    the longer of what is removed and what is inserted. A missing colon or a typo
+    in a name passes; a line replaced by an unrelated statement does not (the
+    benchmark saw `return b` "fixed" to `return self.__class__(self.args)`).
+    """
+    head = _common_prefix_length(old, new)
+    limit = min(len(old), len(new)) - head
+    tail = _common_prefix_length(old[::-1][:limit], new[::-1][:limit])
+    changed = max(len(old) - head - tail, len(new) - head - tail)
+    return changed <= max(_REPAIR_MIN_CHARS, _REPAIR_SHARE * len(old.strip()))
+
+
 def _first_verified(text: str, span: Span, completions: Iterable[Completion], accept: Callable[[str], bool],
-                    should_cancel: Cancel, *, finished_only: bool) -> tuple[Optional[str], int]:
+                    should_cancel: Cancel, *, finished_only: bool, small: bool = False) -> tuple[Optional[str], int]:
     """(the first candidate text accepted, or None; how many distinct candidates were checked).
 
     finished_only: an infill must have reached its end (eos); one cut by the token
-    cap or the deadline is a fragment, however well it parses.
+    cap or the deadline is a fragment, however well it parses. small: only a small
+    repair of the old text counts (is_small_repair), as a fix should be.
     """
     old = text[span.start : span.end]
     seen: set[str] = set()
@@ -319,7 +339,7 @@ def _first_verified(text: str, span: Span, completions: Iterable[Completion], ac
             continue
         seen.add(new)
         tried += 1
-        if _deletes_code(old, new):
+        if _deletes_code(old, new) or (small and not is_small_repair(old, new)):
             continue
         if accept(text[: span.start] + new + text[span.end :]):
             return new, tried
@@ -354,7 +374,8 @@ def propose_fix(engine: Engine, text: str, span: Span, language: str, *, n: int 
         old = text[candidate_span.start : candidate_span.end]
         completions = _candidates(engine, text, candidate_span, _infill_config(old, max_tokens, block_size, tau),
                                   n, should_cancel, deadline)
-        new, count = _first_verified(text, candidate_span, completions, accept, should_cancel, finished_only=True)
+        new, count = _first_verified(text, candidate_span, completions, accept, should_cancel, finished_only=True,
+                                     small=True)
         tried += count
         if new is not None:
             return _minimal_edit(text, candidate_span, new, f"{FIX_TITLE}: {_preview(new, old)}", tried)

@@ -15,7 +15,7 @@ import pytest
 from engine.decode import DecodeCancelled
 from engine.engine import Completion, Job, JobResult, JobStats
 from lsp_server.repair import (Edit, Span, apply_edit, complete_block_edit, fill_body_edit, find_stub_body,
-                               is_improvement, parses, propose_fix, rewrite_selection_edit, widen)
+                               is_improvement, is_small_repair, parses, propose_fix, rewrite_selection_edit, widen)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -251,10 +251,29 @@ def test_propose_fix_ignores_unfinished_infills_and_deletions():
 
 def test_propose_fix_keeps_valid_code_valid():
     text = "def f(x):\n    return x\n"  # the diagnostic came from another checker
-    engine = FakeEngine(["x +", "x + 0"])
+    engine = FakeEngine(["x +", "x_0"])
     last_x = text.rindex("x")
     edit = propose_fix(engine, text, Span(last_x, last_x + 1), "python")
-    assert apply_edit(text, edit) == "def f(x):\n    return x + 0\n"
+    assert apply_edit(text, edit) == "def f(x):\n    return x_0\n"
+
+
+@pytest.mark.parametrize("old, new, small", [
+    ("def f(x)\n", "def f(x):\n", True),  # the missing colon
+    ("methqd_name=hasher,", "method_name=hasher,", True),  # a typo
+    ("    return b\n", "    return self.__class__(self.args)\n", False),  # other code that parses
+    ("do_sample bool | None = None", "if isinstance(do_sample, bool): pass", False),
+    ("x", "y", True),  # a short span may change entirely
+])
+def test_a_fix_is_a_small_repair_not_other_code(old, new, small):
+    assert is_small_repair(old, new) is small
+
+
+def test_propose_fix_refuses_a_rewrite_that_merely_parses():
+    text = "x = 1\nprint(x\n"
+    line = span_of(text, "print(x")
+    assert propose_fix(FakeEngine(*[["y = 2"]] * 4), text, line, "python") is None
+    edit = propose_fix(FakeEngine(*[["y = 2", "print(x)"]] * 4), text, line, "python", n=2)
+    assert apply_edit(text, edit) == "x = 1\nprint(x)\n"
 
 
 def test_propose_fix_stops_at_the_deadline_and_propagates_cancellation():
