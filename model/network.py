@@ -101,8 +101,7 @@ class Attention(nn.Module):
         queries, keys = apply_rope(queries, cos, sin), apply_rope(keys, cos, sin)
         new_kv = (keys, values)
         if past is not None:
-            out = attend_with_past(queries, self._repeat(keys), self._repeat(values),
-                                   self._repeat(past[0].to(keys.dtype)), self._repeat(past[1].to(values.dtype)), mask)
+            out = attend_with_past(queries, keys, values, past[0].to(keys.dtype), past[1].to(values.dtype), mask)
         else:
             out = F.scaled_dot_product_attention(queries, self._repeat(keys), self._repeat(values), attn_mask=mask)
         return self.wo(out.transpose(1, 2).reshape(b, q, -1)), new_kv
@@ -123,13 +122,22 @@ def attend_with_past(queries, keys, values, past_keys, past_values, mask) -> tor
     separately and concatenating only the scores (q columns wide, not the cache)
     gives the same result. Masked scores become the dtype's lowest value, not -inf:
     no NaN even for a row that sees nothing, and 0 x garbage never meets a NaN.
+    Grouped-query attention without repeating keys/values either: the query heads
+    that share a key/value head are stacked along the query axis, so one matmul
+    serves the group.
     """
-    scale = queries.shape[-1] ** -0.5
-    scores = torch.cat([queries @ past_keys.transpose(-1, -2), queries @ keys.transpose(-1, -2)], dim=-1) * scale
-    scores = torch.where(mask, scores, torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores.float(), dim=-1).to(queries.dtype)
+    b, n_heads, q, head_dim = queries.shape
+    n_kv = keys.shape[1]
+    group = n_heads // n_kv
+    stacked = queries.reshape(b, n_kv, group * q, head_dim)  # head h uses key/value head h // group
+    scale = head_dim ** -0.5
+    scores = torch.cat([stacked @ past_keys.transpose(-1, -2), stacked @ keys.transpose(-1, -2)], dim=-1) * scale
+    scores = scores.reshape(b, n_kv, group, q, scores.shape[-1])
+    scores = torch.where(mask[:, :, None], scores, torch.finfo(scores.dtype).min)  # mask: [b, 1, 1, q, past + q]
+    probs = torch.softmax(scores.float(), dim=-1).to(queries.dtype).reshape(b, n_kv, group * q, -1)
     n_past = past_keys.shape[2]
-    return probs[..., :n_past] @ past_values + probs[..., n_past:] @ values
+    out = probs[..., :n_past] @ past_values + probs[..., n_past:] @ values
+    return out.reshape(b, n_heads, q, head_dim)
 
 
 class SwiGLU(nn.Module):
