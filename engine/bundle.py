@@ -5,6 +5,15 @@ each with its sha256. `load_bundle` checks everything it can before a session is
 created, and every problem surfaces as one `BundleError` line naming the file:
 an editor user gets "checksum mismatch", not a protobuf traceback.
 
+A bundle is untrusted input (downloaded, shared, or edited on disk), so the
+loader reads only what the manifest declares, each file for its declared role:
+no path outside the folder (no "..", no absolute path, no symlink resolving
+outside, bundle.json included), only regular files, no pickle or zip archive
+(torch.save) where a model or tokenizer should be, no declared file without a
+role, and no ONNX external data that is not itself a declared, checksummed file
+(onnxruntime would otherwise read files the manifest never mentions). Nothing
+is ever unpickled: the variants go to onnxruntime, the tokenizer is JSON.
+
 numpy, onnxruntime and the standard library only: never torch.
 """
 
@@ -86,6 +95,8 @@ def read_manifest(root: Path) -> dict:
     path = root / MANIFEST
     if not path.is_file():
         raise bundle_error(root, MANIFEST, "missing (not a bundle folder?)")
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise bundle_error(root, MANIFEST, "symlink points outside the bundle folder")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -107,6 +118,8 @@ def resolve_inside(root: Path, name: object) -> Path:
     """root/name, refusing anything that is not a plain relative path to a regular file inside root."""
     if not isinstance(name, str) or not name:
         raise bundle_error(root, MANIFEST, f"file name {name!r} is not a non-empty string")
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise bundle_error(root, MANIFEST, f"file name {name!r} has control characters")
     parts = PurePosixPath(name)
     if parts.is_absolute() or Path(name).is_absolute() or "\\" in name:
         raise bundle_error(root, name, "absolute or non-portable path (must be relative to the bundle)")
@@ -161,6 +174,132 @@ def check_special_tokens(root: Path, special: dict) -> dict[str, int]:
     return special
 
 
+# --- what the files are -------------------------------------------------------------------------
+
+# A pickle starts with PROTO (0x80) and a protocol number; torch.save writes a zip archive.
+PICKLE_PROTOCOLS = range(2, 6)
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def archive_kind(path: Path) -> str | None:
+    """"a pickle" or "a zip archive" if the file starts like one (neither is a model or a tokenizer)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if len(head) >= 2 and head[0] == 0x80 and head[1] in PICKLE_PROTOCOLS:
+        return "a pickle"
+    if head == ZIP_MAGIC:
+        return "a zip archive (torch.save?)"
+    return None
+
+
+# Fields of onnx.proto messages that can hold (or lead to) a TensorProto, by message:
+# field number -> message kind. Everything else is skipped by its wire type.
+ONNX_FIELDS = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "function": {7: "node", 11: "attribute"},
+    "training": {1: "graph", 2: "graph"},
+    "tensor": {13: "entry"},
+}
+TENSOR_DATA_LOCATION, EXTERNAL = 14, 1
+
+
+class _Truncated(Exception):
+    """The protobuf ends in the middle of a field (onnxruntime refuses such a file too)."""
+
+
+def _varint(data: memoryview, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise _Truncated()
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def _fields(data: memoryview):
+    """(field number, wire type, value) of a protobuf message: ints for varints, views for the rest."""
+    at = 0
+    while at < len(data):
+        key, at = _varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, at = _varint(data, at)
+        elif wire == 1 or wire == 5:
+            size = 8 if wire == 1 else 4
+            value, at = data[at : at + size], at + size
+        elif wire == 2:
+            size, at = _varint(data, at)
+            value, at = data[at : at + size], at + size
+        elif wire == 3 or wire == 4:
+            continue  # group markers (deprecated): their contents parse as fields
+        else:
+            raise _Truncated()
+        if at > len(data):
+            raise _Truncated()
+        yield number, wire, value
+
+
+def onnx_external_data(path: Path) -> list[str]:
+    """The external data locations an ONNX file's tensors refer to (onnxruntime would open them).
+
+    Walks only the messages that can hold tensors (onnx.proto field numbers); a field
+    whose wire type does not fit is skipped, as protobuf does. A file that does not
+    parse as protobuf yields what was found before the fault: onnxruntime will not
+    load it anyway.
+    """
+    locations: list[str] = []
+    stack = [("model", memoryview(path.read_bytes()))]
+    try:
+        while stack:
+            kind, data = stack.pop()
+            external = located = False
+            for number, wire, value in _fields(data):
+                if kind == "tensor" and number == TENSOR_DATA_LOCATION and wire == 0:
+                    external = value == EXTERNAL
+                elif wire == 2 and number in ONNX_FIELDS[kind]:
+                    child = ONNX_FIELDS[kind][number]
+                    if child == "entry":  # StringStringEntryProto: key = 1, value = 2
+                        entry = {n: bytes(v).decode("utf-8", "replace") for n, w, v in _fields(value) if w == 2}
+                        if entry.get(1) == "location" and 2 in entry:
+                            locations.append(entry[2])
+                            located = True
+                    else:
+                        stack.append((child, value))
+            if external and not located:
+                locations.append("")  # external data without a location: refused all the same
+    except _Truncated:
+        pass
+    return locations
+
+
+def check_roles(root: Path, paths: dict[str, Path], variants: dict[str, Path], tokenizer: Path) -> None:
+    """Every declared file is a variant, the tokenizer, or declared external data of a variant; no archives."""
+    roles = {path: "model variant" for path in variants.values()}
+    roles[tokenizer] = "tokenizer"
+    for path in [tokenizer, *variants.values()]:
+        kind = archive_kind(path)
+        if kind:
+            raise bundle_error(root, path.name, f"is {kind}, not a {roles[path]} (bundles never hold pickles)")
+    for variant in variants.values():
+        for location in onnx_external_data(variant):
+            if location not in paths:
+                raise bundle_error(root, variant.name, f"refers to external data {location!r} that bundle.json "
+                                                       "does not list (undeclared files are never loaded)")
+            roles.setdefault(paths[location], "external data")
+    for name, path in paths.items():
+        if path not in roles:
+            raise bundle_error(root, name, "declared but neither a model variant, the tokenizer, nor external "
+                                           "data of a variant (a bundle holds nothing else)")
+
+
 def check_tokenizer(root: Path, path: Path) -> None:
     try:
         load_tokenizer(path)
@@ -199,6 +338,7 @@ def load_bundle(path: str | Path) -> Bundle:
     if not variants:
         raise bundle_error(root, MANIFEST, "lists no model variant")
     tokenizer_path = listed_path(root, paths, TOKENIZER, "tokenizer")
+    check_roles(root, paths, variants, tokenizer_path)
     check_tokenizer(root, tokenizer_path)
     block_size, tau = decode_defaults(root, manifest["decode_defaults"])
     return Bundle(

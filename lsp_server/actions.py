@@ -18,8 +18,8 @@ from lsprotocol import types
 
 from engine.decode import DecodeCancelled
 from lsp_server import repair
-from lsp_server.documents import Document
-from lsp_server.service import ModelUnavailable
+from lsp_server.documents import Document, model_text
+from lsp_server.service import ModelUnavailable, worker_error
 
 FIX, BLOCK, REWRITE, FILL = "fix", "block", "rewrite", "fill"
 KINDS = {FIX: types.CodeActionKind.QuickFix, BLOCK: types.CodeActionKind.RefactorRewrite,
@@ -71,12 +71,20 @@ def register(server) -> None:
         doc = ls.documents.get(uri)
         if doc is None or doc.version != version:
             return None  # the document changed since the list was made: offsets are stale
-        text, language = doc.text, doc.language_id
+        if not 0 <= start <= end <= len(doc.text):
+            return None  # offsets that cannot come from this version's action list
+        # The model sees lone surrogates as U+FFFD (one character each: offsets hold).
+        text, language = model_text(doc.text), doc.language_id
         engine = await ls.model.wait_ready(60.0)
         flag = threading.Event()
         deadline = time.monotonic() + max(ls.settings.request_timeout_ms, 10_000) / 1000
-        edit = await ls.model.run(lambda cancel: compute_edit(engine, action, text, start, end, language, ls.settings,
-                                                              cancel, deadline), flag)
+        try:
+            edit = await ls.model.run(lambda cancel: compute_edit(engine, action, text, start, end, language,
+                                                                  ls.settings, cancel, deadline), flag)
+        except (DecodeCancelled, ModelUnavailable, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # the worker raised: this request fails, the next one is served
+            raise worker_error("code action", exc) from None
         if edit is None or ls.documents.get(uri) is not doc or doc.version != version:
             return None
         rng = types.Range(start=doc.position_at(edit.span.start, ls.codec), end=doc.position_at(edit.span.end, ls.codec))
@@ -125,6 +133,8 @@ def register(server) -> None:
     async def code_action_resolve(ls, code_action: types.CodeAction):
         try:
             code_action.edit = await resolve_edit(ls, **_edit_args(code_action.data))
+        except DecodeCancelled:
+            return code_action
         except ModelUnavailable as exc:
             ls.message(types.MessageType.Warning, f"no edit: {exc}")
             return code_action
@@ -134,8 +144,14 @@ def register(server) -> None:
 
 
 def _edit_args(data) -> dict:
-    if not isinstance(data, dict) or not {"uri", "version", "action", "start", "end"} <= set(data):
-        from pygls.exceptions import JsonRpcInvalidParams
+    """The resolve arguments from a code action's data; InvalidParams unless they are what we sent."""
+    from pygls.exceptions import JsonRpcInvalidParams
 
+    if not isinstance(data, dict) or not {"uri", "version", "action", "start", "end"} <= set(data):
         raise JsonRpcInvalidParams("code action data missing or malformed")
-    return {k: data[k] for k in ("uri", "version", "action", "start", "end")}
+    args = {k: data[k] for k in ("uri", "version", "action", "start", "end")}
+    ints = [args["start"], args["end"]] + ([] if args["version"] is None else [args["version"]])
+    if not isinstance(args["uri"], str) or args["action"] not in KINDS \
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in ints):
+        raise JsonRpcInvalidParams("code action data malformed")
+    return args

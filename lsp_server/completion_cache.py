@@ -54,6 +54,8 @@ class CompletionCache:
         (k = 0..max_typed) with the same suffix, and keeps its completions that start
         with those k characters.
         """
+        # Only the prefix's tail takes part in a key: work on that, not a copy of a 5 MB prefix per k.
+        prefix = prefix[-(PREFIX_TAIL + max_typed):]
         with self._lock:
             for typed in range(0, min(max_typed, len(prefix)) + 1):
                 old_prefix = prefix[: len(prefix) - typed] if typed else prefix
@@ -68,6 +70,9 @@ class CompletionCache:
                     return Shown(tuple(t for t, _ in rest), tuple(c for _, c in rest))
             self.misses += 1
             return None
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def forget(self, uri: str) -> None:
         with self._lock:

@@ -34,6 +34,8 @@ class Settings:
     suffix_tokens: int = 0            # context budget after the cursor; 0 = fit the model
     min_confidence: float = 0.0       # drop candidates whose weakest token is below this
     cache_mb: float = 256.0           # KV cache bound (per-document prefix caches)
+    kv_limit_mb: float = 1024.0       # most KV cache one request may need; larger configurations are refused
+    bundle_check_ms: int = 2000       # how often the bundle on disk is checked for changes; 0 = never
     debounce_ms: int = 300            # diagnostics wait this long after the last change
     request_timeout_ms: int = 5000    # a completion gives up (returns what it has) after this
     log_level: str = "info"           # debug, info, warning, error
@@ -48,6 +50,7 @@ CHOICES = {"device": ("auto", "cpu", "cuda"), "mode": ("auto", "line", "block"),
 RANGES = {"threads": (0, 256), "block_size": (1, 64), "tau": (1e-6, 1.0), "max_tokens_line": (1, 256),
           "max_tokens_block": (1, 512), "temperature": (0.0, 10.0), "n": (1, 8), "prefix_tokens": (0, 8192),
           "suffix_tokens": (0, 8192), "min_confidence": (0.0, 1.0), "cache_mb": (0.0, 65536.0),
+          "kv_limit_mb": (1.0, 1_048_576.0), "bundle_check_ms": (0, 3_600_000),
           "debounce_ms": (0, 60_000), "request_timeout_ms": (50, 600_000)}
 
 

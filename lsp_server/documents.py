@@ -5,7 +5,15 @@ with every client exactly: LSP lines end only at "\\n", "\\r\\n" or "\\r" (Pytho
 str.splitlines also splits at form feeds and other separators, which real Python
 files contain); a character past the end of a line means the line's end (LSP
 spec); and a change with an invalid range must be reported, not guessed. Code
-unit counting (UTF-16 / UTF-8 / UTF-32) is pygls's position codec.
+units are counted by encoding (UTF-16 / UTF-8 / UTF-32 as negotiated, the
+codec's `encoding`), in C rather than a loop per character, so a position on a
+5 MB line costs milliseconds.
+
+The text is kept canonical: a high and a low surrogate that end up side by side
+(an edit inserted one next to the other) are stored as the one character they
+form, as every UTF-16 client sees them; a lone surrogate stays as it is (it is
+one UTF-16 code unit). A didChange is applied all or nothing: one invalid range
+leaves the document as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ from lsprotocol import types
 from pygls.workspace.position_codec import PositionCodec
 
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
+SURROGATE = re.compile("[\ud800-\udfff]")
+# Python codec and bytes per code unit of each LSP position encoding.
+UNIT_CODECS = {"utf-8": ("utf-8", 1), "utf-16": ("utf-16-le", 2), "utf-32": ("utf-32-le", 4)}
 
 
 class PositionError(ValueError):
@@ -64,7 +75,7 @@ class Document:
                 return len(self.text)  # just after a final line break: the end of the document
             raise PositionError(f"line {line} is past the end of {self.uri} ({len(self.line_starts)} lines)")
         text = self.line_text(line)
-        column = _column_from_units(text, units, codec)
+        column = column_from_units(text, units, codec)
         return self.line_starts[line] + column
 
     def position_at(self, offset: int, codec: PositionCodec) -> types.Position:
@@ -74,7 +85,7 @@ class Document:
         start = self.line_starts[line]
         line_text = self.line_text(line)
         column = min(offset - start, len(line_text))
-        return types.Position(line=line, character=codec.client_num_units(line_text[:column]))
+        return types.Position(line=line, character=count_units(line_text[:column], codec))
 
     def range_offsets(self, rng: types.Range, codec: PositionCodec) -> tuple[int, int]:
         start, end = self.offset_at(rng.start, codec), self.offset_at(rng.end, codec)
@@ -86,30 +97,83 @@ class Document:
 
     def apply_change(self, change, codec: PositionCodec) -> None:
         """Apply one didChange content change (incremental with a range, or full)."""
-        rng = getattr(change, "range", None)
-        if rng is None:
-            self.text = change.text
-        else:
-            start, end = self.range_offsets(rng, codec)
-            self.text = self.text[:start] + change.text + self.text[end:]
-        self._line_starts = None
+        self.apply_changes([change], codec)
+
+    def apply_changes(self, changes, codec: PositionCodec) -> None:
+        """Apply a didChange's content changes in order, all or none.
+
+        Raises PositionError (and leaves the document unchanged) if any range is invalid;
+        each range refers to the text as the changes before it left it (LSP).
+        """
+        work = Document(self.uri, self.text, _line_starts=self._line_starts)
+        for change in changes:
+            rng = getattr(change, "range", None)
+            if rng is None:
+                work.text = canonical(change.text)
+            else:
+                start, end = work.range_offsets(rng, codec)
+                text = work.text[:start] + change.text + work.text[end:]
+                # Only a splice that puts a surrogate next to another can form a pair.
+                if SURROGATE.search(change.text) or SURROGATE.match(text, max(start - 1, 0)) \
+                        or SURROGATE.match(text, start + len(change.text)):
+                    text = canonical(text)
+                work.text = text
+            work._line_starts = None
+        self.text = work.text
+        self._line_starts = work._line_starts
 
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _column_from_units(line: str, units: int, codec: PositionCodec) -> int:
-    """Characters of `line` covered by `units` client code units (a unit inside a character rounds down)."""
-    counter = codec.impl
-    column = 0
-    used = 0
-    for ch in line:
-        width = counter.code_units_for_char(ch)
-        if used + width > units:
-            break
-        used += width
-        column += 1
-    return column
+def canonical(text: str) -> str:
+    """text with each adjacent high + low surrogate joined into the character they encode."""
+    if not SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+
+
+def model_text(text: str) -> str:
+    """text as the tokenizer accepts it: each lone surrogate (no UTF-8 form) becomes U+FFFD.
+
+    One character for one, so offsets into the text stay valid.
+    """
+    return SURROGATE.sub("\ufffd", text) if SURROGATE.search(text) else text
+
+
+def _unit_codec(codec: PositionCodec) -> tuple[str, int]:
+    encoding = codec.encoding if isinstance(codec, PositionCodec) else codec
+    return UNIT_CODECS.get(str(getattr(encoding, "value", encoding)), UNIT_CODECS["utf-16"])
+
+
+def count_units(text: str, codec: PositionCodec) -> int:
+    """Code units of text in the negotiated encoding (a lone surrogate is one UTF-16 unit)."""
+    if text.isascii():
+        return len(text)
+    name, width = _unit_codec(codec)
+    return len(text.encode(name, "surrogatepass")) // width
+
+
+def column_from_units(line: str, units: int, codec: PositionCodec) -> int:
+    """Characters of `line` covered by `units` client code units.
+
+    A unit count inside a character (e.g. between the two halves of a surrogate
+    pair) rounds down to the character's start; past the end means the end.
+    """
+    if line.isascii() or _unit_codec(codec)[1] == 4:
+        return min(units, len(line))
+    if units >= count_units(line, codec):
+        return len(line)
+    # count_units(line[:c]) grows with c and is >= c: binary search for the largest
+    # c with count <= units, in O(log n) encodes instead of a Python loop per character.
+    low, high = 0, min(units, len(line))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if count_units(line[:middle], codec) <= units:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 class DocumentStore:
@@ -119,7 +183,7 @@ class DocumentStore:
         self._docs: dict[str, Document] = {}
 
     def open(self, uri: str, text: str, version: Optional[int], language_id: str) -> Document:
-        doc = Document(uri, text, version, language_id)
+        doc = Document(uri, canonical(text), version, language_id)
         self._docs[uri] = doc
         return doc
 

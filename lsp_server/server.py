@@ -4,6 +4,12 @@ Each handler converts LSP positions to text offsets (lsp_server.documents), call
 pure functions (inline, filters, diagnostics, repair) and the model service, and
 converts the result back. Documents are kept by the server itself (see
 documents.py); the model runs on one worker thread (service.py).
+
+Reliability rules (issue 6): every request gets a result or a JSON-RPC error,
+whatever the client sends (transport.py answers what pygls would drop); the
+server never exits on bad input; a broken model or bundle is reported once and
+the last good model keeps serving; no document text goes to the logs unless
+logDocumentText is on.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import threading
 import time
@@ -19,31 +26,57 @@ from dataclasses import asdict
 from typing import Any, Optional
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcInvalidParams, JsonRpcInvalidRequest, JsonRpcServerNotInitialized
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 from pygls.workspace.position_codec import PositionCodec
 
 from engine.decode import DecodeCancelled
-from lsp_server import inline
+from lsp_server import inline, transport, watch
 from lsp_server.completion_cache import CompletionCache, Shown
 from lsp_server.config import Settings, merge_settings
-from lsp_server.documents import Document, DocumentStore, PositionError
-from lsp_server.service import ModelService, ModelUnavailable, apply_budget, model_key
+from lsp_server.documents import Document, DocumentStore, PositionError, count_units, model_text
+from lsp_server.service import ModelService, ModelUnavailable, apply_budget, kv_problem, model_key, worker_error
 
 NAME = "seed-diffusion-lsp"
 VERSION = "0.1.0"
 STATUS_NOTIFICATION = "seedLsp/status"
 CMD_STATUS, CMD_TOGGLE, CMD_CLEAR_CACHE, CMD_DOCUMENT_HASH = (
     "seedLsp.status", "seedLsp.toggle", "seedLsp.clearCache", "seedLsp.documentHash")
+# Test hooks (fault injection) exist only in a server started with this variable set to 1:
+# an editor never sets it, so no client can make a user's server fail on purpose.
+TEST_HOOKS_ENV = "SEED_LSP_TEST_HOOKS"
+CMD_INJECT_FAULT = "seedLsp.test.injectFault"
 # Requests that arrive while the model loads wait this long for it before giving up.
 LOAD_WAIT_S = 60.0
 log = logging.getLogger("seed_lsp.server")
 
 
 class SeedProtocol(LanguageServerProtocol):
-    """pygls's protocol, except that open documents are kept by SeedServer.documents."""
+    """pygls's protocol, except that open documents are kept by SeedServer.documents,
+    and the LSP lifecycle is enforced: before `initialize` a request gets ServerNotInitialized
+    (-32002) and a notification is dropped (except `exit`); after `shutdown` a request gets
+    InvalidRequest (pygls would leave both unanswered or run them)."""
+
+    seen_initialize = False
+
+    def handle_message(self, message):
+        method = getattr(message, "method", None)
+        request = method is not None and getattr(message, "id", None) is not None
+        if method is not None and method != types.EXIT:
+            if not self.seen_initialize and method != types.INITIALIZE:
+                if request:
+                    self._send_response(message.id, error=JsonRpcServerNotInitialized(
+                        f"{method}: the server is not initialized yet").to_response_error())
+                return
+            if self._shutdown and request:
+                self._send_response(message.id, error=JsonRpcInvalidRequest(
+                    f"{method}: the server is shutting down").to_response_error())
+                return
+            if method == types.INITIALIZE:
+                self.seen_initialize = True
+        super().handle_message(message)
 
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
     def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):
@@ -76,6 +109,52 @@ class SeedServer(LanguageServer):
         self.last_latency_ms: Optional[float] = None
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self._codec: Optional[PositionCodec] = None
+        self.watch_task: Optional[asyncio.Task] = None
+        self.bundle_seen: Optional[tuple] = None  # fingerprint of the bundle folder last looked at
+        self.bundle_fault: Optional[str] = None  # the bundle's problem on disk, once reported
+        self.loads_pending = 0  # model loads started whose result the event loop has not seen yet
+
+    # --- transport -----------------------------------------------------------------------
+
+    def start_io(self, stdin=None, stdout=None) -> None:
+        """stdio with lsp_server.transport's reader (answers what pygls's reader drops)."""
+        from pygls.io_ import StdoutWriter
+
+        self._stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        read = transport.stdin_reader(stdin or sys.stdin.buffer, self.thread_pool)
+        try:
+            asyncio.run(transport.serve(self._stop_event, read, self.protocol))
+        except BrokenPipeError:
+            log.error("the client closed the connection")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
+
+    def start_tcp(self, host: str, port: int) -> None:
+        """TCP (one client at a time, for debugging) with the same reader as stdio."""
+        self._stop_event = stop = threading.Event()
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.protocol.set_writer(writer)
+            await transport.serve(stop, lambda: reader.read(transport.READ_CHUNK), self.protocol)
+            self.shutdown()
+
+        async def listen() -> None:
+            self._server = await asyncio.start_server(connection, host, port)
+            log.info("listening on %s:%s", host, port)
+            async with self._server:
+                await self._server.serve_forever()
+
+        try:
+            asyncio.run(listen())
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            pass
+
+    def report_server_error(self, error: Exception, source) -> None:
+        """Errors outside a request (a notification handler failed): logged by type, never with text."""
+        log.error("internal error (%s): %s", getattr(source, "__name__", source), type(error).__name__)
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -109,6 +188,11 @@ class SeedServer(LanguageServer):
             "error": self.model.load_error,
             "lastLatencyMs": self.last_latency_ms,
             "cacheHitRate": round(self.completions.hit_rate, 3),
+            "bundleProblem": self.bundle_fault,
+            # Sizes of what the server holds, so a soak run can show they stay bounded.
+            "documents": len(self.documents),
+            "completionCacheEntries": len(self.completions),
+            "kvCacheMb": round(loaded.engine.prefix_cache.nbytes / 2**20, 2) if loaded else 0.0,
         }
 
     def send_status(self) -> None:
@@ -156,15 +240,64 @@ class SeedServer(LanguageServer):
             self.work_done_progress.create(token)
             self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title="Loading the completion model"))
 
+        root = watch.bundle_root(self.settings.bundle)
+        seen = watch.fingerprint(root)
+        self.loads_pending += 1
+
         def done(error: Optional[str]) -> None:
+            self.loads_pending -= 1
             if token is not None:
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=error or "ready"))
+            # The folder as it was when loading began: a change during the load is looked at next.
+            self.bundle_seen = seen
             if error:
                 keep = " (the previous model keeps serving)" if self.model.loaded else ""
                 self.message(types.MessageType.Error, f"model not loaded: {error}{keep}")
+                self.bundle_fault = error  # reported: the watcher does not say it again
+            else:
+                self.bundle_fault = None
             self.send_status()
 
         self.model.start_loading(self.settings, lambda error: self.from_worker(done, error))
+
+    async def watch_bundle(self) -> None:
+        """Poll the configured bundle folder; verify it when it changed; report a fault once."""
+        loop = asyncio.get_running_loop()
+        while True:
+            interval = self.settings.bundle_check_ms
+            await asyncio.sleep(interval / 1000 if interval else 1.0)
+            if not interval or self.loads_pending:
+                continue
+            try:
+                await self.check_bundle(loop)
+            except Exception as exc:  # the watcher must not die (nor take anything with it)
+                log.error("bundle check failed: %s", type(exc).__name__)
+
+    async def check_bundle(self, loop: asyncio.AbstractEventLoop) -> None:
+        root = watch.bundle_root(self.settings.bundle)
+        seen = await loop.run_in_executor(None, watch.fingerprint, root)
+        if seen == self.bundle_seen:
+            return
+        verdict = await loop.run_in_executor(None, watch.verify, root)
+        if self.loads_pending or root != watch.bundle_root(self.settings.bundle):
+            return  # a (re)load started meanwhile: it reports on the folder itself
+        self.bundle_seen = seen
+        loaded = self.model.loaded
+        if not verdict.ok:
+            if self.bundle_fault is None:
+                keep = "the loaded model keeps serving" if loaded else "no model is loaded"
+                self.message(types.MessageType.Error,
+                             f"model bundle changed on disk and cannot be used: {verdict.error} ({keep})")
+                log.warning("bundle on disk unusable: %s", verdict.error)
+            self.bundle_fault = verdict.error
+            self.send_status()
+            return
+        self.bundle_fault = None
+        if loaded is None or loaded.settings_key != model_key(self.settings) or loaded.files != verdict.files:
+            log.info("bundle on disk changed and verifies: reloading the model")
+            self.load_model()
+        else:
+            self.send_status()
 
     def supports_progress(self) -> bool:
         window = getattr(self.client_capabilities, "window", None)
@@ -172,10 +305,19 @@ class SeedServer(LanguageServer):
 
     def apply_settings(self, raw: Any, *, initial: bool = False) -> None:
         before = self.settings
-        self.settings, errors = merge_settings(before, raw)
+        after, errors = merge_settings(before, raw)
         for error in errors:
             self.message(types.MessageType.Warning, f"setting ignored: {error}")
-        configure_logging(self.settings.log_level)
+        loaded = self.model.loaded
+        # The same bundle has the same dimensions: check now (another bundle is checked as it loads).
+        if not initial and loaded is not None and before.bundle == after.bundle:
+            refused = kv_problem(loaded.engine, after)
+            if refused:  # the out-of-memory guard: keep every previous setting
+                self.message(types.MessageType.Error, refused)
+                log.warning("settings refused by the KV-cache guard")
+                return
+        self.settings = after
+        configure_logging(self.settings.log_level, self.settings.log_document_text)
         if initial:
             return
         if model_key(before) != model_key(self.settings):
@@ -196,19 +338,25 @@ class SeedServer(LanguageServer):
         cached = self.completions.lookup(uri, prefix, suffix) if mode is None else None
         if cached is not None:
             return doc, offset, list(cached.texts)
+        # The model sees lone surrogates as U+FFFD (one character each: offsets hold).
+        model_prefix, model_suffix = model_text(prefix), model_text(suffix)
+        if self.settings.log_document_text:  # opted in (debug only): what the model is asked
+            log.debug("completion context: %r|%r", prefix[-120:], suffix[:60])
         flag = self.take_over(uri)
         try:
             engine = await self.model.wait_ready(LOAD_WAIT_S)
             deadline = time.monotonic() + self.settings.request_timeout_ms / 1000
             settings = self.settings
             candidates, stats = await self.model.run(
-                lambda should_cancel: inline.complete(engine, uri, prefix, suffix, settings, mode=mode, n=n,
-                                                      should_cancel=should_cancel, deadline=deadline), flag)
+                lambda should_cancel: inline.complete(engine, uri, model_prefix, model_suffix, settings, mode=mode,
+                                                      n=n, should_cancel=should_cancel, deadline=deadline), flag)
         except DecodeCancelled:
             return doc, offset, []  # a newer request for this document took over
         except ModelUnavailable as exc:
             log.warning("no completion: %s", exc)
             return doc, offset, []
+        except Exception as exc:  # the worker raised: this request fails, the next one is served
+            raise worker_error("completion", exc) from None
         finally:
             self.release(uri, flag)
         if self.documents.get(uri) is not doc or doc.version != version or len(doc.text) < offset \
@@ -257,7 +405,7 @@ class SeedServer(LanguageServer):
         def position(line: int, character: int) -> types.Position:
             line = min(line, len(doc.line_starts) - 1)
             text = doc.line_text(line)
-            return types.Position(line=line, character=self.codec.client_num_units(text[:character]))
+            return types.Position(line=line, character=count_units(text[:character], self.codec))
 
         return types.Range(start=position(*problem.start), end=position(*problem.end))
 
@@ -280,10 +428,11 @@ class ClientLogHandler(logging.Handler):
         self.server.from_worker(self.server.window_log_message, params)
 
 
-def configure_logging(level: str) -> None:
-    """Our log at the configured level on stderr; pygls's own only for errors (it logs params)."""
+def configure_logging(level: str, document_text: bool = False) -> None:
+    """Our log at the configured level on stderr. pygls's own log quotes every message it
+    sends or receives (document text), so it stays silent unless debug with logDocumentText."""
     logging.getLogger("seed_lsp").setLevel(level.upper())
-    logging.getLogger("pygls").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)
+    logging.getLogger("pygls").setLevel(logging.DEBUG if level == "debug" and document_text else logging.CRITICAL)
 
 
 def create_server() -> SeedServer:
@@ -309,11 +458,14 @@ def register_handlers(server: SeedServer) -> None:
         ls.pending_messages.clear()
         ls.load_model()
         ls.send_status()
+        ls.watch_task = asyncio.ensure_future(ls.watch_bundle())
 
     @server.feature(types.SHUTDOWN)
     def on_shutdown(ls: SeedServer, *args) -> None:
         for flag in ls.running.values():
             flag.set()
+        if ls.watch_task is not None:
+            ls.watch_task.cancel()
         ls.model.shutdown()
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
@@ -329,13 +481,13 @@ def register_handlers(server: SeedServer) -> None:
         if doc is None:
             log.warning("didChange for a document that is not open: %s", uri)
             return
-        for change in params.content_changes:
-            try:
-                doc.apply_change(change, ls.codec)
-            except PositionError as exc:
-                # The copies now differ: ask for the full text rather than guess.
-                ls.message(types.MessageType.Warning, f"bad change ignored ({exc}); reopen the file to resync")
-                return
+        try:
+            doc.apply_changes(params.content_changes, ls.codec)
+        except PositionError as exc:
+            # None of the changes is applied (all or nothing): the document stays as it was.
+            ls.message(types.MessageType.Warning,
+                       f"bad change ignored ({exc}): none of its edits applied; reopen the file if it looks out of sync")
+            return
         doc.version = params.text_document.version
         ls.schedule_diagnostics(uri)
 
@@ -406,6 +558,16 @@ def register_handlers(server: SeedServer) -> None:
         doc = ls.documents.get(uri) if isinstance(uri, str) else None
         return doc.sha256() if doc is not None else None
 
+    if os.environ.get(TEST_HOOKS_ENV) == "1":
+        @server.command(CMD_INJECT_FAULT)
+        def cmd_inject_fault(ls: SeedServer, *args) -> dict:
+            """Test hook: the next N model jobs raise on the worker (arguments: [N], default 1)."""
+            values = args[0] if args and isinstance(args[0], list) else list(args)
+            count = values[0] if values and isinstance(values[0], int) else 1
+            ls.model.inject_faults(count)
+            log.warning("test hook: the next %d model jobs will fail", count)
+            return {"faults": count}
+
     actions.register(server)
 
 
@@ -420,6 +582,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_logging(args.log_level)
+    # asyncio's "exception was never retrieved" reports carry the exception's text.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL if args.log_level != "debug" else logging.DEBUG)
     server = create_server()
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")

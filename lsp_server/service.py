@@ -5,6 +5,10 @@ CPU model call is fastest alone, and the engine's caches stay consistent. Async
 handlers await the worker; when pygls cancels a handler ($/cancelRequest, or a
 newer request for the same document), the job's cancel flag is set and the
 decode loop stops before its next model call.
+
+A job that raises on the worker fails only its own request: the worker thread
+lives on. Tests can make the next jobs raise (`inject_faults`), but only when
+the server was started with the test-hook environment variable (server.py).
 """
 
 from __future__ import annotations
@@ -14,13 +18,18 @@ import concurrent.futures
 import logging
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
+
+from pygls.exceptions import JsonRpcInternalError
 
 from engine.decode import DecodeCancelled
 from engine.engine import Engine
 from engine.jobs import Budget
+from lsp_server import memory
 from lsp_server.config import Settings
+from lsp_server.watch import bundle_root, manifest_files
 
 log = logging.getLogger("seed_lsp.server")
 
@@ -29,11 +38,16 @@ class ModelUnavailable(Exception):
     """No model is loaded (still loading, or loading failed); the message says which."""
 
 
+class InjectedFault(RuntimeError):
+    """Raised on the worker instead of running a job (test hook only)."""
+
+
 @dataclass
 class Loaded:
     engine: Engine
     settings_key: tuple  # the settings it was loaded with (reload when they change)
     seconds: float
+    files: Optional[dict] = None  # bundle.json's name -> sha256 at load (to tell a replaced bundle)
 
 
 def model_key(settings: Settings) -> tuple:
@@ -47,6 +61,8 @@ class ModelService:
         self.load_error: Optional[str] = None
         self._ready = threading.Event()
         self._loading: Optional[concurrent.futures.Future] = None
+        self._faults = 0  # jobs left to fail (test hook)
+        self._faults_lock = threading.Lock()
 
     # --- loading -------------------------------------------------------------------------
 
@@ -62,10 +78,14 @@ class ModelService:
     def _load(self, settings: Settings, on_done) -> None:
         started = time.perf_counter()
         try:
+            files = manifest_files(bundle_root(settings.bundle))
             engine = Engine.from_bundle(settings.bundle, device=settings.device, threads=settings.threads,
                                         cache_mb=settings.cache_mb)
             apply_budget(engine, settings)
-            self.loaded = Loaded(engine, model_key(settings), time.perf_counter() - started)
+            refused = kv_problem(engine, settings)
+            if refused:
+                raise MemoryError(refused)
+            self.loaded = Loaded(engine, model_key(settings), time.perf_counter() - started, files)
             self.load_error = None
         except Exception as exc:  # a broken bundle must never take the server down
             self.load_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -87,10 +107,22 @@ class ModelService:
 
     # --- jobs ----------------------------------------------------------------------------
 
+    def inject_faults(self, count: int) -> None:
+        """Make the next `count` jobs raise InjectedFault on the worker (test hook)."""
+        with self._faults_lock:
+            self._faults = max(0, int(count))
+
+    def _job(self, fn: Callable[[Callable[[], bool]], Any], should_cancel: Callable[[], bool]) -> Any:
+        with self._faults_lock:
+            fail, self._faults = self._faults > 0, max(0, self._faults - 1)
+        if fail:
+            raise InjectedFault("injected fault: the model worker raised (test hook)")
+        return fn(should_cancel)
+
     async def run(self, fn: Callable[[Callable[[], bool]], Any], cancel: threading.Event) -> Any:
         """Run fn(should_cancel) on the worker; cancelling the awaiting task sets `cancel`."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.executor, fn, cancel.is_set)
+        future = loop.run_in_executor(self.executor, self._job, fn, cancel.is_set)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -101,13 +133,39 @@ class ModelService:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
+def worker_error(what: str, exc: BaseException) -> JsonRpcInternalError:
+    """The JSON-RPC error for a job that raised on the model worker (logged by type, not text).
+
+    Exception messages can quote the document (a tokenizer error, say), so the log
+    and the reply name the exception's type only; its frames (without the message)
+    go to the log at debug level.
+    """
+    log.error("%s failed on the model worker: %s", what, type(exc).__name__)
+    log.debug("%s: where the worker raised %s:\n%s", what, type(exc).__name__,
+              "".join(traceback.format_tb(exc.__traceback__)))
+    return JsonRpcInternalError(f"{what} failed: the model worker raised {type(exc).__name__}")
+
+
+def budget_for(default: Budget, settings: Settings) -> Budget:
+    """Context budgets from the settings, never beyond what the bundle allows (default)."""
+    prefix = min(settings.prefix_tokens or default.prefix_tokens, default.prefix_tokens)
+    suffix = min(settings.suffix_tokens or default.suffix_tokens, default.suffix_tokens)
+    return Budget(prefix_tokens=max(prefix, 1), suffix_tokens=suffix)
+
+
 def apply_budget(engine: Engine, settings: Settings) -> None:
     """Context budgets from the settings, never beyond what the bundle allows."""
     default = engine.default_budget if hasattr(engine, "default_budget") else engine.budget
     engine.default_budget = default
-    prefix = min(settings.prefix_tokens or default.prefix_tokens, default.prefix_tokens)
-    suffix = min(settings.suffix_tokens or default.suffix_tokens, default.suffix_tokens)
-    engine.budget = Budget(prefix_tokens=max(prefix, 1), suffix_tokens=suffix)
+    engine.budget = budget_for(default, settings)
 
 
-__all__ = ["ModelService", "ModelUnavailable", "DecodeCancelled", "apply_budget", "model_key"]
+def kv_problem(engine: Engine, settings: Settings) -> Optional[str]:
+    """The out-of-memory guard's refusal for these settings on this engine, or None."""
+    default = engine.default_budget if hasattr(engine, "default_budget") else engine.budget
+    budget = budget_for(default, settings)
+    return memory.check(memory.dims_of(engine), budget.prefix_tokens + budget.suffix_tokens, settings)
+
+
+__all__ = ["ModelService", "ModelUnavailable", "InjectedFault", "DecodeCancelled", "apply_budget", "kv_problem",
+           "model_key", "worker_error"]
