@@ -31,6 +31,8 @@ export const SERVER_KEYS = [
   'suffixTokens',
   'minConfidence',
   'cacheMb',
+  'kvLimitMb',
+  'bundleCheckMs',
   'debounceMs',
   'requestTimeoutMs',
   'logLevel',

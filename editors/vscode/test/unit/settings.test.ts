@@ -43,6 +43,8 @@ const SERVER_DEFAULTS = {
   suffixTokens: 0,
   minConfidence: 0,
   cacheMb: 256,
+  kvLimitMb: 1024,
+  bundleCheckMs: 2000,
   debounceMs: 300,
   requestTimeoutMs: 5000,
   logLevel: 'info',
