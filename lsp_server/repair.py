@@ -312,11 +312,10 @@ def is_small_repair(old: str, new: str) -> bool:
     in a name passes; a line replaced by an unrelated statement does not (the
     benchmark saw `return b` "fixed" to `return self.__class__(self.args)`).
     """
-    head = _common_prefix_length(old, new)
-    limit = min(len(old), len(new)) - head
-    tail = _common_prefix_length(old[::-1][:limit], new[::-1][:limit])
-    changed = max(len(old) - head - tail, len(new) - head - tail)
-    return changed <= max(_REPAIR_MIN_CHARS, _REPAIR_SHARE * len(old.strip()))
+    start, end = _changed_region(old, new)
+    inserted = end - start
+    removed = inserted + len(old) - len(new)
+    return max(inserted, removed) <= max(_REPAIR_MIN_CHARS, _REPAIR_SHARE * len(old.strip()))
 
 
 def _first_verified(text: str, span: Span, completions: Iterable[Completion], accept: Callable[[str], bool],
