@@ -27,6 +27,8 @@ The cache is a preallocated buffer [rows, kv_heads, capacity, head_dim] per laye
 and the step gets the *whole* buffer as its past: unfilled columns are simply
 not attended (the mask says so). That avoids copying the cache into a
 contiguous array on every step, which costs as much as the step itself on CPU.
+A step may supply its own cache with the same interface (`new_cache`): the
+onnxruntime IO-binding step keeps the buffers on the GPU (engine.device_kv).
 
 Logit semantics: at a clean input position i the logits predict token i + 1
 (AR head); at a mask-token position i they predict the token at i (diffusion head).
@@ -75,6 +77,11 @@ class StepFunction(Protocol):
     attention_mask: bool [b, 1, q, P + q], True where the row may attend to the
     column (the P cache columns first, then the q inputs). Returns logits float32
     [b, q, vocab] and the keys/values of the q inputs only.
+
+    Optional methods the loop uses when a step has them: keys_values(...) (the same
+    call without logits, for prefills) and new_cache(rows, capacity) (a cache that
+    keeps keys/values where the step wants them, e.g. on a GPU: engine.device_kv;
+    past and kv are then that cache's tensors, not numpy arrays).
     """
 
     def __call__(
@@ -245,6 +252,12 @@ class KVCache:
             self.layers = [(k[rows], v[rows]) for k, v in self.layers]
 
 
+def new_cache(step: StepFunction, rows: int, capacity: int) -> KVCache:
+    """The step's own cache when it has one (IO binding keeps it on the device), else numpy."""
+    make = getattr(step, "new_cache", None)
+    return make(rows, capacity) if make is not None else KVCache(rows, capacity)
+
+
 def _check_step_output(logits: np.ndarray, kv: KV, rows: int, q: int) -> None:
     """Fail loudly on a step function that breaks the contract, before it corrupts the cache."""
     if logits.ndim != 3 or logits.shape[:2] != (rows, q):
@@ -339,7 +352,7 @@ def prefill(
         cache = reuse.cache
         cache.lengths[0] = keep
     else:
-        cache = KVCache(1, capacity)
+        cache = new_cache(step, 1, capacity)
         if reuse is not None and keep > 0:
             cache.copy_row_from(0, reuse.cache, 0, keep)
     new = context[keep:].tolist()
@@ -675,7 +688,7 @@ def decode_rows(
     banned = np.array(sorted({mask_id, *banned_ids}), dtype=np.int64)
     ids = _Ids(mask_id, eos_id, _validate_newlines(newline_tokens, needs_newlines), banned)
     _check_vocab(ids, vocab)
-    cache = _batch_cache(rows)
+    cache = _batch_cache(step, rows)
     states = [_RowState(row, ids) for row in rows]
     active = list(range(len(rows)))  # cache row i holds states[active[i]]
     while True:
@@ -698,7 +711,7 @@ def decode_rows(
     return [state.result(row.prefix) for state, row in zip(states, rows)]
 
 
-def _batch_cache(rows: Sequence[Row]) -> KVCache:
+def _batch_cache(step: StepFunction, rows: Sequence[Row]) -> KVCache:
     """The cache the rows decode in: each row's context copied in, room for max_tokens more.
 
     A single row whose prefix buffer has room decodes in place (no copy): decoding
@@ -709,7 +722,7 @@ def _batch_cache(rows: Sequence[Row]) -> KVCache:
         cache = rows[0].prefix.cache
         cache.lengths[0] = len(rows[0].prefix.ids)
         return cache
-    cache = KVCache(len(rows), capacity)
+    cache = new_cache(step, len(rows), capacity)
     for r, row in enumerate(rows):
         cache.copy_row_from(r, row.prefix.cache, 0, len(row.prefix.ids))
     return cache
