@@ -93,15 +93,19 @@ class Engine:
     @classmethod
     def from_bundle(cls, path: Optional[str | Path] = None, *, device: str = "auto",
                     variant: Optional[str] = None, threads: int = 0, cache_mb: float = 256.0,
-                    budget: Optional[Budget] = None) -> "Engine":
-        """Load a bundle (default: the one shipped in the package) on the best device."""
+                    budget: Optional[Budget] = None, io_binding: Optional[bool] = None) -> "Engine":
+        """Load a bundle (default: the one shipped in the package) on the best device.
+
+        io_binding: keep the KV cache on the device (engine.runtime.open_step; None = on for CUDA).
+        """
         from engine.bundle import default_bundle_path, load_bundle
-        from engine.runtime import open_step
+        from engine.runtime import IoBindingStep, open_step
 
         bundle = load_bundle(path if path is not None else default_bundle_path())
-        step = open_step(bundle, device=device, variant=variant, threads=threads)
+        step = open_step(bundle, device=device, variant=variant, threads=threads, io_binding=io_binding)
         codec = TextCodec.from_file(bundle.tokenizer_path)
         info = {"bundle": str(bundle.root), "provider": step.provider, "variant": step.variant,
+                "io_binding": isinstance(step, IoBindingStep),
                 "decode_defaults": {"block_size": bundle.block_size, "tau": bundle.tau}}
         return cls(step, codec, budget=budget or bundle_budget(bundle), cache_mb=cache_mb, info=info)
 

@@ -7,14 +7,27 @@ session, checks its inputs/outputs against engine.contract and returns an
 Device "auto": the CUDA provider when onnxruntime offers it *and* a session
 really runs on it (onnxruntime-gpu lists CUDA even when the CUDA libraries are
 missing, then silently falls back), with the fp16 variant; otherwise the CPU
-provider with the int8 variant. Arrays go through `session.run` as numpy;
-IO binding (keeping the cache on the GPU between steps) can come later.
+provider with the int8 variant.
+
+Two ways to feed the session:
+
+- `OrtStep` (the CPU default): numpy arrays through `session.run`, the KV cache
+  in numpy (engine.decode.KVCache). On the CPU this is the fastest.
+- `IoBindingStep` (the CUDA default): IO binding. The KV cache lives on the
+  session's device (engine.device_kv.DeviceKVCache, updated there by the tiny
+  graphs of engine.kv_graphs); per step only input_ids, position_ids and the
+  attention mask go up and only the logits come down. The same code runs on the
+  CPU provider (device "cpu" OrtValues), which is how the tests check it decodes
+  token for token like OrtStep: `io_binding=True` or SEED_LSP_IO_BINDING=1.
+  Not yet run on a GPU: the CUDA path is written to onnxruntime's documented
+  IO-binding API and tested only through the CPU provider.
 
 numpy, onnxruntime and the standard library only: never torch.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +36,7 @@ import onnxruntime as ort
 
 from engine.bundle import Bundle, BundleError, bundle_error, load_bundle
 from engine.contract import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, TensorSpec, expected_io, past_key_name, past_value_name
+from engine.device_kv import DeviceKVCache, DeviceTensor, KvOps
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -32,6 +46,10 @@ DEVICES = ("auto", "cpu", "cuda")
 PREFERRED_VARIANTS = {CUDA: ("fp16", "fp32"), CPU: ("int8", "fp32")}
 
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(bool)": "bool", "tensor(float16)": "float16"}
+
+# "1"/"0" forces the IO-binding step on/off (open_step's io_binding=None); unset: on for CUDA only.
+IO_BINDING_ENV = "SEED_LSP_IO_BINDING"
+ORT_DEVICE = {CUDA: "cuda", CPU: "cpu"}  # where IO binding keeps the cache, per provider
 
 # onnxruntime log severities: 2 warning (its default), 3 error, 4 fatal.
 LOG_ERRORS_ONLY, LOG_FATAL_ONLY, ORT_DEFAULT_SEVERITY = 3, 4, 2
@@ -94,6 +112,73 @@ class OrtStep:
         outputs = self.session.run(self.output_names, self.feeds(input_ids, position_ids, attention_mask, past))
         new_kv = [(outputs[1 + 2 * layer], outputs[2 + 2 * layer]) for layer in range(self.n_layers)]
         return outputs[0], new_kv
+
+
+class IoBindingStep(OrtStep):
+    """OrtStep through IO binding: the KV cache stays on the session's device between steps.
+
+    decode.py asks new_cache() for its caches, so past arrives as DeviceTensors bound
+    in place; the new keys/values stay on the device (DeviceTensors for the cache's
+    append) and the logits come back as numpy. A numpy past (e.g. export.verify's
+    direct calls) is uploaded like session.run would.
+    """
+
+    def __init__(self, session: ort.InferenceSession, bundle: Bundle, variant: str, threads: int = 0):
+        super().__init__(session, bundle, variant)
+        self.device = ORT_DEVICE[self.provider]
+        self.kv_ops = KvOps(2 * self.n_layers, self.device, session.get_providers(), threads)
+
+    def new_cache(self, rows: int, capacity: int) -> DeviceKVCache:
+        return DeviceKVCache(rows, capacity, self.kv_ops)
+
+    def keys_values(self, input_ids, position_ids, attention_mask, past):
+        """Only the keys/values, left on the device (the output head is skipped, as in OrtStep)."""
+        return self.run_bound(input_ids, position_ids, attention_mask, past, want_logits=False)[1]
+
+    def __call__(self, input_ids, position_ids, attention_mask, past):
+        """logits float32 numpy [b, q, vocab] and per layer (key, value) DeviceTensors [b, kv_heads, q, head_dim]."""
+        return self.run_bound(input_ids, position_ids, attention_mask, past, want_logits=True)
+
+    def run_bound(self, input_ids, position_ids, attention_mask, past, want_logits: bool):
+        binding = self.session.io_binding()
+        self.bind_inputs(binding, input_ids, position_ids, attention_mask, past)
+        names = self.output_names if want_logits else self.output_names[1:]
+        for name in names:
+            # Logits are read on the host every step; keys/values only by the next graph run.
+            binding.bind_output(name, "cpu" if name == LOGITS else self.device, 0)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        logits = outputs[0].numpy() if want_logits else None
+        kv = [DeviceTensor(value) for value in outputs[1 if want_logits else 0:]]
+        return logits, list(zip(kv[0::2], kv[1::2]))
+
+    def bind_inputs(self, binding, input_ids, position_ids, attention_mask, past) -> None:
+        # Host arrays: onnxruntime copies them to the device inside the run, as session.run does.
+        binding.bind_cpu_input(INPUT_IDS, np.ascontiguousarray(input_ids, dtype=np.int64))
+        binding.bind_cpu_input(POSITION_IDS, np.ascontiguousarray(position_ids, dtype=np.int64))
+        binding.bind_cpu_input(ATTENTION_MASK, np.ascontiguousarray(attention_mask, dtype=np.bool_))
+        past = past if len(past) else self.empty_past(np.shape(input_ids)[0])
+        if len(past) != self.n_layers:
+            raise ValueError(f"past has {len(past)} layers, the model has {self.n_layers}")
+        for layer, (key, value) in enumerate(past):
+            for name, tensor in ((past_key_name(layer), key), (past_value_name(layer), value)):
+                if isinstance(tensor, DeviceTensor):
+                    binding.bind_ortvalue_input(name, tensor.value)  # in place: no copy
+                else:
+                    binding.bind_cpu_input(name, np.ascontiguousarray(tensor, dtype=np.float32))
+
+
+def use_io_binding(io_binding: Optional[bool], provider: str) -> bool:
+    """io_binding if given, else SEED_LSP_IO_BINDING ("1"/"0"), else on for CUDA only."""
+    if io_binding is not None:
+        return bool(io_binding)
+    forced = os.environ.get(IO_BINDING_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise ValueError(f"{IO_BINDING_ENV} must be 0 or 1, got {forced!r}")
+    # On the CPU numpy arrays are already where the model runs, and session.run is faster.
+    return provider == CUDA
 
 
 def session_options(threads: int, severity: int) -> ort.SessionOptions:
@@ -179,8 +264,13 @@ def check_tensor(bundle: Bundle, path: Path, kind: str, spec: TensorSpec, arg) -
             raise bundle_error(bundle.root, path.name, f"{kind} {spec.name} has size {arg.shape[axis]} on axis {axis}, bundle.json says {size}")
 
 
-def open_step(bundle: Bundle | str | Path, device: str = "auto", variant: Optional[str] = None, threads: int = 0) -> OrtStep:
-    """The step function for `bundle` on `device` ("auto", "cpu", "cuda"); variant None = the device's default."""
+def open_step(bundle: Bundle | str | Path, device: str = "auto", variant: Optional[str] = None, threads: int = 0,
+              io_binding: Optional[bool] = None) -> OrtStep:
+    """The step function for `bundle` on `device` ("auto", "cpu", "cuda"); variant None = the device's default.
+
+    io_binding: True = IoBindingStep (the cache on the device), False = OrtStep (numpy),
+    None = use_io_binding's default (CUDA yes, CPU no; SEED_LSP_IO_BINDING overrides).
+    """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if not isinstance(bundle, Bundle):
@@ -195,4 +285,6 @@ def open_step(bundle: Bundle | str | Path, device: str = "auto", variant: Option
         chosen = choose_variant(bundle, CPU, variant)
         session = create_session(bundle.variant_path(chosen), bundle, [CPU], threads)
     check_io(session, bundle, bundle.variant_path(chosen))
+    if use_io_binding(io_binding, session.get_providers()[0]):
+        return IoBindingStep(session, bundle, chosen, threads)
     return OrtStep(session, bundle, chosen)
