@@ -6,9 +6,14 @@ then copy the whole cache host -> device. `DeviceKVCache` has the same interface
 and does every update there with the tiny graphs of engine.kv_graphs:
 
 - append (a step's clean keys/values at each row's fill offset) and copy_row_from
-  (a prefilled context into a batch) run the scatter graph into a second buffer
-  of the same shape, then the two swap (double buffering: onnxruntime never
-  writes into a graph input);
+  (a prefilled context into a batch) run the scatter graph with its output bound
+  to its input buffer: onnxruntime's ScatterND kernels (CPU and CUDA, marked
+  MayInplace) then skip their copy of the whole tensor and write only the new
+  slices, so an update costs the new positions, not the cache size (on the CPU
+  0.02 ms instead of 3 ms for a 4-row, 1100-position buffer pair). That aliasing
+  is not a documented onnxruntime contract, so KvOps checks it once on a tiny
+  tensor at load and otherwise falls back to double buffering (scatter into a
+  second buffer of the same shape, then swap);
 - keep_rows (finished rows leave the batch) runs the gather graph;
 - a fresh cache is zeros (the zeros graph), exactly like the numpy cache, so the
   two paths feed the model identical tensors.
@@ -52,7 +57,8 @@ class DeviceTensor:
 class KvOps:
     """The cache-editing graphs for 2 * n_layers tensors, as sessions on one device."""
 
-    def __init__(self, n_tensors: int, device: str, providers: Sequence[str], threads: int = 0):
+    def __init__(self, n_tensors: int, device: str, providers: Sequence[str], threads: int = 0,
+                 in_place: Optional[bool] = None):
         self.n = n_tensors
         self.device = device  # onnxruntime device type: "cuda" or "cpu"
         self.outputs = kv_graphs.output_names(n_tensors)
@@ -65,6 +71,21 @@ class KvOps:
         self.scatter_session = make(kv_graphs.scatter_graph(n_tensors))
         self.take_rows_session = make(kv_graphs.take_rows_graph(n_tensors))
         self.zeros_session = make(kv_graphs.zeros_graph(n_tensors))
+        # None: probe. True: the scatter updates its input buffer; False: double buffering.
+        self.in_place = self.scatter_in_place_works() if in_place is None else in_place
+
+    def upload(self, array: np.ndarray) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
+
+    def scatter_in_place_works(self) -> bool:
+        """Scatter into a tiny tensor with the output bound to the input; True if that wrote in place."""
+        dst = [self.upload(np.zeros((1, 1, 2, 1), np.float32)) for _ in range(self.n)]
+        src = [self.upload(np.ones((1, 1, 1, 1), np.float32)) for _ in range(self.n)]
+        try:
+            self.scatter(dst, src, np.array([[0, 0, 0]]), np.array([[0, 0, 1]]), out=dst)
+        except Exception:  # onnxruntime refused the aliasing: pybind errors share no useful base class
+            return False
+        return all(d.numpy().ravel().tolist() == [0.0, 1.0] for d in dst)
 
     def empty(self, shape: Sequence[int]) -> list[ort.OrtValue]:
         """n uninitialized device tensors (only as outputs that get fully written)."""
@@ -84,14 +105,14 @@ class KvOps:
 
     def scatter(self, dst: Sequence[ort.OrtValue], src: Sequence[ort.OrtValue], src_index: np.ndarray,
                 dst_index: np.ndarray, out: Sequence[ort.OrtValue]) -> None:
-        """out_i = dst_i with the slices src_i[src_index] written at dst_index (out must not be dst)."""
+        """out_i = dst_i with the slices src_i[src_index] written at dst_index (out may be dst when in_place)."""
         binding = self.scatter_session.io_binding()
         for i in range(self.n):
             binding.bind_ortvalue_input(f"dst_{i}", dst[i])
             binding.bind_ortvalue_input(f"src_{i}", src[i])
             binding.bind_ortvalue_output(self.outputs[i], out[i])
-        binding.bind_cpu_input(kv_graphs.SRC_INDEX, src_index)
-        binding.bind_cpu_input(kv_graphs.DST_INDEX, dst_index)
+        binding.bind_cpu_input(kv_graphs.SRC_INDEX, np.ascontiguousarray(src_index, dtype=np.int64))
+        binding.bind_cpu_input(kv_graphs.DST_INDEX, np.ascontiguousarray(dst_index, dtype=np.int64))
         self.scatter_session.run_with_iobinding(binding)
 
     def _run_to_device(self, session: ort.InferenceSession, binding) -> list[ort.OrtValue]:
@@ -129,11 +150,11 @@ class DeviceKVCache(KVCache):
     def __init__(self, rows: int, capacity: int, ops: KvOps):
         super().__init__(rows, capacity)
         self.ops = ops
-        self.spare: Optional[KV] = None  # the scatter's output buffer, swapped with layers after each update
+        self.spare: Optional[KV] = None  # double buffering only: the scatter's output, swapped with layers
 
     @property
     def nbytes(self) -> int:
-        """Device memory held, the spare buffer included."""
+        """Device memory held, the spare buffer (double buffering) included."""
         return sum(k.nbytes + v.nbytes for k, v in (self.layers or []) + (self.spare or []))
 
     @property
@@ -188,6 +209,9 @@ class DeviceKVCache(KVCache):
     def _scatter(self, source: KV, src_index: np.ndarray, dst_index: np.ndarray) -> None:
         if len(src_index) == 0:
             return  # nothing to write (e.g. a diffusion step with no clean input)
+        if self.ops.in_place:
+            self.ops.scatter(_flat(self.layers), _flat(source), src_index, dst_index, _flat(self.layers))
+            return
         if self.spare is None:
             self.spare = _pairs(self.ops.empty(self.layers[0][0].shape))
         self.ops.scatter(_flat(self.layers), _flat(source), src_index, dst_index, _flat(self.spare))

@@ -7,8 +7,10 @@ for confidence (same kernels, same inputs, zeros in the unused cache columns):
 batches of rows with different fills, finished rows leaving the batch, the
 prefix cache, token healing, cancellation. The random tiny model repeats itself
 in greedy mode, so sampled decodes (seeded) are compared too: they depend on
-every probability. A deliberately shifted cache write must break the equality
-(test_a_misplaced_cache_write_is_detected), so these comparisons can fail.
+every probability. Both ways of updating the device cache are covered: in place
+(the default when onnxruntime's ScatterND writes into its bound input) and the
+double-buffered fallback. A deliberately shifted cache write must break the
+equality (test_a_misplaced_cache_write_is_detected), so these comparisons can fail.
 """
 
 from __future__ import annotations
@@ -95,9 +97,15 @@ def assert_same_cache(device: DeviceKVCache, reference: KVCache):
         np.testing.assert_array_equal(dv, v)
 
 
-def test_device_cache_follows_the_numpy_cache_operation_for_operation():
+def test_scatter_in_place_is_detected_on_the_cpu():
+    """onnxruntime's ScatterND skips its copy when the output buffer is the input (MayInplace)."""
+    assert KvOps(4, "cpu", ["CPUExecutionProvider"], threads=1).in_place is True
+
+
+@pytest.mark.parametrize("in_place", [True, False], ids=["in-place", "double-buffered"])
+def test_device_cache_follows_the_numpy_cache_operation_for_operation(in_place):
     rng = np.random.default_rng(0)
-    ops = KvOps(4, "cpu", ["CPUExecutionProvider"], threads=1)
+    ops = KvOps(4, "cpu", ["CPUExecutionProvider"], threads=1, in_place=in_place)
     device, reference = DeviceKVCache(3, 12, ops), KVCache(3, 12)
     for counts, q in (([2, 0, 3], 4), ([1, 1, 1], 1), ([0, 0, 0], 2), ([4, 2, 0], 5)):
         kv = random_kv(rng, 3, q)
@@ -121,9 +129,10 @@ def test_device_cache_follows_the_numpy_cache_operation_for_operation():
     assert_same_cache(device, reference)
 
 
-def test_device_cache_refuses_an_overflow_before_writing_anything():
+@pytest.mark.parametrize("in_place", [True, False], ids=["in-place", "double-buffered"])
+def test_device_cache_refuses_an_overflow_before_writing_anything(in_place):
     rng = np.random.default_rng(1)
-    device = DeviceKVCache(2, 4, KvOps(4, "cpu", ["CPUExecutionProvider"], threads=1))
+    device = DeviceKVCache(2, 4, KvOps(4, "cpu", ["CPUExecutionProvider"], threads=1, in_place=in_place))
     device.append(device_kv_from(random_kv(rng, 2, 3)), [3, 1])
     before = device.to_numpy()
     with pytest.raises(RuntimeError, match="overflow"):
@@ -134,13 +143,15 @@ def test_device_cache_refuses_an_overflow_before_writing_anything():
         np.testing.assert_array_equal(v, v0)
 
 
-def test_device_cache_counts_both_of_its_buffers():
+@pytest.mark.parametrize("in_place, buffers", [(True, 1), (False, 2)])
+def test_device_cache_counts_the_memory_it_holds(in_place, buffers):
     rng = np.random.default_rng(2)
-    device, reference = DeviceKVCache(1, 8, KvOps(4, "cpu", ["CPUExecutionProvider"])), KVCache(1, 8)
+    ops = KvOps(4, "cpu", ["CPUExecutionProvider"], in_place=in_place)
+    device, reference = DeviceKVCache(1, 8, ops), KVCache(1, 8)
     kv = random_kv(rng, 1, 2)
     device.append(device_kv_from(kv), [2])
     reference.append(kv, [2])
-    assert device.nbytes == 2 * reference.nbytes > 0
+    assert device.nbytes == buffers * reference.nbytes > 0
 
 
 # --- choosing the step -------------------------------------------------------------------------
@@ -194,6 +205,19 @@ def test_batched_jobs_of_different_lengths_decode_identically(codec, config):
     plain, bound = both(codec, lambda engine: outcome(engine.complete(jobs)))
     assert bound == plain
     assert sum(job[1][6] for job in plain) > 0
+
+
+def test_double_buffering_decodes_identically(codec):
+    """The fallback when a build of onnxruntime would not scatter in place."""
+    jobs = [Job(SOURCE[:c], SOURCE[c:], SAMPLED, n=2, seed=c) for c in CURSORS]
+
+    def run(engine):
+        if isinstance(engine.step, IoBindingStep):
+            engine.step.kv_ops.in_place = False
+        return outcome(engine.complete(jobs))
+
+    plain, bound = both(codec, run)
+    assert bound == plain
 
 
 def test_finished_rows_leave_the_device_batch(codec, monkeypatch):
