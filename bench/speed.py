@@ -4,6 +4,9 @@ Side by side in one process, on the same bundle and the same held-out infill job
 each job run by every configuration in turn (so machine noise hits all alike):
 
 - backends: torch eager (the checkpoint), ONNX fp32, ONNX int8 (onnxruntime CPU);
+  with --device cuda the ONNX variants run on the CUDA provider (fp16, fp32), and
+  --io-binding both adds a "+iob" row per variant: the same session fed through IO
+  binding with the KV cache kept on the device (engine.runtime.IoBindingStep);
 - decoding: B=1 (autoregressive, the baseline) and block diffusion B=4/8/16 at
   several tau.
 
@@ -13,6 +16,12 @@ the same backend's B=1 output. Writes a markdown table, a JSON file and a PNG pl
 
     python bench/speed.py --bundle model/default/bundle --checkpoint model/default \
         --corpus data/corpus --jobs 200 --out bench/results
+
+On a GPU machine, session.run vs IO binding side by side (needs an fp16/fp32 bundle:
+seed-lsp export --variants fp32,fp16):
+
+    python bench/speed.py --bundle BUNDLE --source SRC --device cuda --io-binding both \
+        --sweep onnx-fp16+iob --jobs 50 --out $OUT
 """
 
 from __future__ import annotations
@@ -71,6 +80,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--blocks", default="4,8,16")
     p.add_argument("--taus", default="0.5,0.7,0.9,0.95")
     p.add_argument("--threads", type=int, default=0, help="0 = all cores")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="onnxruntime device of the ONNX rows")
+    p.add_argument("--variants", help="ONNX variants to run (default: fp32,int8 on cpu, fp16,fp32 otherwise)")
+    p.add_argument("--io-binding", choices=("off", "on", "both"), default="off",
+                   help="feed the ONNX rows through IO binding (KV cache on the device); both = each variant twice")
+    p.add_argument("--sweep", default="onnx-int8", help="backend that gets the full block/tau sweep")
     p.add_argument("--out", default="bench/results")
     return p.parse_args()
 
@@ -92,10 +106,21 @@ def build_engines(args) -> dict[str, Engine]:
         if args.threads:
             torch.set_num_threads(args.threads)
         engines["torch"] = Engine(TorchStep(ckpt.load_model(Path(args.checkpoint))), codec, budget=budget)
-    for variant in ("fp32", "int8"):
-        step = open_step(bundle, device="cpu", variant=variant, threads=args.threads)
-        engines[f"onnx-{variant}"] = Engine(step, codec, budget=budget)
+    for variant in onnx_variants(args):
+        for io_binding in IO_BINDING_ROWS[args.io_binding]:
+            step = open_step(bundle, device=args.device, variant=variant, threads=args.threads, io_binding=io_binding)
+            engines[f"onnx-{variant}" + ("+iob" if io_binding else "")] = Engine(step, codec, budget=budget)
     return engines
+
+
+# --io-binding: which feeding each ONNX variant runs with (False = session.run with numpy, True = IO binding).
+IO_BINDING_ROWS = {"off": (False,), "on": (True,), "both": (False, True)}
+
+
+def onnx_variants(args) -> list[str]:
+    if args.variants:
+        return args.variants.split(",")
+    return ["fp32", "int8"] if args.device == "cpu" else ["fp16", "fp32"]
 
 
 def configurations(args, backends) -> list[Tally]:
@@ -105,7 +130,7 @@ def configurations(args, backends) -> list[Tally]:
         blocks = [int(b) for b in args.blocks.split(",")]
         taus = [float(t) for t in args.taus.split(",")]
         # The full sweep on the shipped CPU variant; one default point on the others.
-        sweep = [(b, t) for b in blocks for t in taus] if backend == "onnx-int8" else [(8, 0.9)]
+        sweep = [(b, t) for b in blocks for t in taus] if backend == args.sweep else [(8, 0.9)]
         tallies += [Tally(f"{backend} B={b} tau={t}", backend, b, t) for b, t in sweep]
     return tallies
 
@@ -134,13 +159,25 @@ def run(args) -> list[dict]:
             "speedup_vs_b1": (t.tokens / max(t.decode_s, 1e-9)) / (base.tokens / max(base.decode_s, 1e-9)),
             "agreement_with_b1": same / len(t.texts),
         })
+    add_io_binding_agreement(rows, tallies)
     return rows
+
+
+def add_io_binding_agreement(rows: list[dict], tallies: list[Tally]) -> None:
+    """For every "+iob" configuration: the share of jobs whose text equals the session.run twin's
+    (expected 100 %: the same session on the same inputs; anything less is a bug of the device cache)."""
+    by_name = {t.name: t for t in tallies}
+    for row, t in zip(rows, tallies):
+        twin = by_name.get(t.name.replace("+iob", "", 1)) if t.backend.endswith("+iob") else None
+        if twin is not None:
+            row["same_as_session_run"] = sum(a == b for a, b in zip(t.texts, twin.texts)) / len(t.texts)
 
 
 def markdown(rows: list[dict], args) -> str:
     lines = [
         f"Jobs: {args.jobs} held-out {args.mode} infills, max {args.max_tokens} tokens; "
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, threads={args.threads or 'all'}.",
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, threads={args.threads or 'all'}; "
+        f"onnx device {args.device}, io binding {args.io_binding}.",
         "",
         "| config | decode tok/s | end-to-end tok/s | tokens/pass | speed-up vs B=1 | same text as B=1 |",
         "|---|---:|---:|---:|---:|---:|",
@@ -148,6 +185,10 @@ def markdown(rows: list[dict], args) -> str:
     for r in rows:
         lines.append(f"| {r['config']} | {r['decode_tok_s']:.0f} | {r['end_to_end_tok_s']:.0f} | "
                      f"{r['tokens_per_pass']:.2f} | {r['speedup_vs_b1']:.2f}x | {100 * r['agreement_with_b1']:.1f}% |")
+    twins = [r for r in rows if "same_as_session_run" in r]
+    if twins:
+        lines += ["", "IO binding vs session.run, same text: " +
+                  ", ".join(f"{r['config']} {100 * r['same_as_session_run']:.1f}%" for r in twins)]
     return "\n".join(lines) + "\n"
 
 
