@@ -42,6 +42,11 @@ _STUB_WINDOW = 4000
 _NO_BODY = re.compile(r"expected an indented block after (?:function|class) definition on line (\d+)")
 # Infill token caps grow with the span re-written: about 2 characters per token, bounded.
 _MAX_INFILL_TOKENS = 512
+# Where an infill runs on into the text after its span (see cut_at_suffix), it must write the
+# suffix's first line of code, and the next one too while these lines hold fewer than
+# _SUFFIX_ANCHOR_CHARS non-blank characters (at most _SUFFIX_ANCHOR_LINES lines).
+_SUFFIX_ANCHOR_LINES = 2
+_SUFFIX_ANCHOR_CHARS = 8
 
 
 @dataclass(frozen=True)
@@ -318,30 +323,83 @@ def is_small_repair(old: str, new: str) -> bool:
     return max(inserted, removed) <= max(_REPAIR_MIN_CHARS, _REPAIR_SHARE * len(old.strip()))
 
 
+def _suffix_anchor(suffix: str) -> str:
+    """The head of suffix an infill writes when it runs on past its span, or "" (a blank suffix).
+
+    Through the end of the suffix's first line with code (the rest of the span's
+    line when that has code), and of the next such line while they hold fewer than
+    _SUFFIX_ANCHOR_CHARS non-blank characters, with the last line's break: a whole
+    line, so that a candidate which writes that line differently (adds the `)` it
+    lacks) does not match. It starts with whatever the suffix starts with (a line
+    break, indentation), so it marks the span's end exactly.
+    """
+    at, end, lines, chars = 0, 0, 0, 0
+    while at < len(suffix) and lines < _SUFFIX_ANCHOR_LINES and chars < _SUFFIX_ANCHOR_CHARS:
+        line_end = _line_end(suffix, at)
+        code = "".join(suffix[at:line_end].split())
+        at = min(len(suffix), line_end + (2 if suffix.startswith("\r\n", line_end) else 1))
+        if code:
+            lines, chars, end = lines + 1, chars + len(code), at
+    return suffix[:end]
+
+
+def cut_at_suffix(new: str, suffix: str) -> Optional[str]:
+    """new up to where it starts writing the suffix, or None where it never does.
+
+    An infill ought to end (eos) where its span ends, but a model that knows the
+    code often writes on: the span's text, then the suffix it was shown, until the
+    token cap (the memorized test model, asked to re-write `...: int)` of a def line
+    whose colon is missing, writes `):\\n        if max_bytes < 0:\\n ...` for 64
+    tokens). Where new holds the suffix's head (_suffix_anchor), what comes before
+    it is the model's text for the span: it reached the span's end.
+    """
+    anchor = _suffix_anchor(suffix)
+    at = new.find(anchor) if anchor else -1
+    return None if at < 0 else new[:at]
+
+
+def _readings(completion: Completion, suffix: Optional[str], finished_only: bool) -> list[str]:
+    """The texts a candidate may stand for: cut where it runs into the suffix (suffix given), then whole.
+
+    finished_only: whole only if it ended by itself (eos); a cut reading is finished by
+    construction (the model wrote past the span's end).
+    """
+    readings = []
+    if suffix is not None:
+        cut = cut_at_suffix(completion.text, suffix)
+        if cut is not None:
+            readings.append(cut)
+    if not finished_only or completion.stop_reason == "eos":
+        readings.append(completion.text)
+    return readings
+
+
 def _first_verified(text: str, span: Span, completions: Iterable[Completion], accept: Callable[[str], bool],
-                    should_cancel: Cancel, *, finished_only: bool, small: bool = False) -> tuple[Optional[str], int]:
+                    should_cancel: Cancel, *, finished_only: bool, small: bool = False,
+                    to_suffix: bool = False) -> tuple[Optional[str], int]:
     """(the first candidate text accepted, or None; how many distinct candidates were checked).
 
     finished_only: an infill must have reached its end (eos); one cut by the token
     cap or the deadline is a fragment, however well it parses. small: only a small
-    repair of the old text counts (is_small_repair), as a fix should be.
+    repair of the old text counts (is_small_repair), as a fix should be. to_suffix
+    (infills): a candidate that runs on into the suffix is read as the text before
+    it (cut_at_suffix), tried before the whole text.
     """
     old = text[span.start : span.end]
+    suffix = text[span.end :] if to_suffix else None
     seen: set[str] = set()
     tried = 0
     for completion in completions:
         _check_cancel(should_cancel)
-        if finished_only and completion.stop_reason != "eos":
-            continue
-        new = completion.text
-        if new == old or new in seen:
-            continue
-        seen.add(new)
-        tried += 1
-        if _deletes_code(old, new) or (small and not is_small_repair(old, new)):
-            continue
-        if accept(text[: span.start] + new + text[span.end :]):
-            return new, tried
+        for new in _readings(completion, suffix, finished_only):
+            if new == old or new in seen:
+                continue
+            seen.add(new)
+            tried += 1
+            if _deletes_code(old, new) or (small and not is_small_repair(old, new)):
+                continue
+            if accept(text[: span.start] + new + text[span.end :]):
+                return new, tried
     return None, tried
 
 
@@ -374,7 +432,7 @@ def propose_fix(engine: Engine, text: str, span: Span, language: str, *, n: int 
         completions = _candidates(engine, text, candidate_span, _infill_config(old, max_tokens, block_size, tau),
                                   n, should_cancel, deadline)
         new, count = _first_verified(text, candidate_span, completions, accept, should_cancel, finished_only=True,
-                                     small=True)
+                                     small=True, to_suffix=True)
         tried += count
         if new is not None:
             return _minimal_edit(text, candidate_span, new, f"{FIX_TITLE}: {_preview(new, old)}", tried)
@@ -416,7 +474,8 @@ def rewrite_selection_edit(engine: Engine, text: str, span: Span, language: str,
     completions = _candidates(engine, text, span, config, n, should_cancel, deadline)
     original_error = _first_error(text, language)
     accept = lambda rewritten: _improves(text, original_error, rewritten, language, strict=False)
-    new, tried = _first_verified(text, span, completions, accept, should_cancel, finished_only=True)
+    new, tried = _first_verified(text, span, completions, accept, should_cancel, finished_only=True,
+                                 to_suffix=True)
     return None if new is None else _minimal_edit(text, span, new, REWRITE_TITLE, tried)
 
 
@@ -441,7 +500,8 @@ def fill_body_edit(engine: Engine, text: str, offset: int, language: str, *, n: 
         return (_improves(text, original_error, filled, language, strict=True)
                 and find_stub_body(filled, stub.start) is None)
 
-    new, tried = _first_verified(text, stub, completions, accept, should_cancel, finished_only=True)
+    new, tried = _first_verified(text, stub, completions, accept, should_cancel, finished_only=True,
+                                 to_suffix=True)
     return None if new is None else _minimal_edit(text, stub, new, FILL_TITLE, tried)
 
 

@@ -14,8 +14,9 @@ import pytest
 
 from engine.decode import DecodeCancelled
 from engine.engine import Completion, Job, JobResult, JobStats
-from lsp_server.repair import (Edit, Span, apply_edit, complete_block_edit, fill_body_edit, find_stub_body,
-                               is_improvement, is_small_repair, parses, propose_fix, rewrite_selection_edit, widen)
+from lsp_server.repair import (Edit, Span, apply_edit, complete_block_edit, cut_at_suffix, fill_body_edit,
+                               find_stub_body, is_improvement, is_small_repair, parses, propose_fix,
+                               rewrite_selection_edit, widen)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -302,6 +303,70 @@ def test_propose_fix_raises_the_token_cap_for_long_spans():
     line_job = engine.jobs[1]
     assert line_job.config.max_tokens > 64
     assert len(text) - len(line_job.prefix) - len(line_job.suffix) < 2 * line_job.config.max_tokens
+
+
+# --- infills that run on into the suffix ----------------------------------------------------
+
+
+def test_cut_at_suffix_cuts_where_the_suffix_head_is_written():
+    suffix = "\n    return x + 1\n\ny = f(1)\n"
+    assert cut_at_suffix("):\n    return x + 1\n\ny = f(1)\nz", suffix) == "):"
+    assert cut_at_suffix("):\n    return x + 1\n", suffix) == "):"  # cut by the cap after the first line
+    assert cut_at_suffix("):", suffix) is None  # never reaches the suffix
+    assert cut_at_suffix("):\n    return x + 1", suffix) is None  # its first line is not complete yet
+    assert cut_at_suffix("):\n    return x + 2\n", suffix) is None  # writes something else there
+    assert cut_at_suffix("\n    return x + 1\n", suffix) == ""  # nothing before the suffix: a deletion
+    # A first line of code shorter than 8 characters takes the next one along.
+    assert cut_at_suffix("):\n    return x\n\ny = f(1)\n", "\n    return x\n\ny = f(1)\n") == "):"
+    assert cut_at_suffix("):\n    return x\n\ny = f(2)\n", "\n    return x\n\ny = f(1)\n") is None
+
+
+def test_cut_at_suffix_needs_the_whole_first_line_of_code():
+    # A suffix starting mid-line: its rest of the line is the anchor, with the line break, so a
+    # candidate that writes that line differently (with the missing `)`) is not cut there.
+    suffix = "doc_id, None\n        x = 1\n"
+    assert cut_at_suffix("doc_id, None)\n        x = 1\n", suffix) is None
+    assert cut_at_suffix("(doc_id, None\n        x = 1", suffix) == "("
+    # Blank lines are skipped; a short first line of code takes the next one along.
+    assert cut_at_suffix("a:\n\n    )\n    x = 1\n", "\n\n    )\n    x = 1\n") == "a:"
+    assert cut_at_suffix("a:\n\n    )\n    y = 1\n", "\n\n    )\n    x = 1\n") is None
+    assert cut_at_suffix("a:\r\n    return x + 1\r\n", "\r\n    return x + 1\r\nb = 1") == "a:"
+    assert cut_at_suffix("anything", "") is None and cut_at_suffix("anything", "  \n\n") is None
+    assert cut_at_suffix("x = 1\nlast", "\nlast") == "x = 1"  # a last line without a break
+
+
+def test_propose_fix_reads_an_infill_that_runs_into_the_suffix_up_to_it():
+    # What the memorized test model does: the right text for the span, then the lines after it,
+    # until the token cap (never eos). Read up to the suffix, it is the fix.
+    text = "def f(x)\n    return x\n\nprint(f(1))\n"
+    paren = span_of(text, ")")
+    engine = FakeEngine([completion("):\n    return x\n\nprint(f(1))\n\n", "max_tokens")])
+    edit = propose_fix(engine, text, paren, "python")
+    assert edit is not None and edit.new_text == ":" and edit.candidates_tried == 1
+    assert apply_edit(text, edit) == "def f(x):\n    return x\n\nprint(f(1))\n"
+
+
+def test_propose_fix_cut_candidates_are_still_verified():
+    text = "def f(x)\n    return x\n\nprint(f(1))\n"
+    paren = span_of(text, ")")
+    runs_on = "\n    return x\n\nprint(f(1))"
+    # Cut: ")" (the text itself), ") -> int:" (too big a change), "]:" (does not parse).
+    engine = FakeEngine([completion(c + runs_on, "max_tokens") for c in (")", ") -> int:", "]:")], [], [])
+    assert propose_fix(engine, text, paren, "python") is None
+    # An eos candidate that ran into the suffix: the cut reading first, then the whole text.
+    engine = FakeEngine([completion("):" + runs_on + "\n")])
+    assert apply_edit(text, propose_fix(engine, text, paren, "python")) == "def f(x):\n    return x\n\nprint(f(1))\n"
+    # Still unfinished where it never reaches the suffix.
+    assert propose_fix(FakeEngine([completion("):\n    return y", "max_tokens")], [], []), text, paren,
+                       "python") is None
+
+
+def test_rewrite_selection_reads_an_infill_up_to_the_suffix():
+    text = "x = 1\ny = x + 1\nprint(y)\n"
+    selection = span_of(text, "y = x + 1")
+    engine = FakeEngine([completion("y = x + 2\nprint(y)\nprint(x)", "max_tokens")])
+    edit = rewrite_selection_edit(engine, text, selection, "python")
+    assert apply_edit(text, edit) == "x = 1\ny = x + 2\nprint(y)\n"
 
 
 # --- the other actions ----------------------------------------------------------------------
