@@ -489,6 +489,7 @@ def register_handlers(server: SeedServer) -> None:
                        f"bad change ignored ({exc}): none of its edits applied; reopen the file if it looks out of sync")
             return
         doc.version = params.text_document.version
+        ls.model.document_changed()  # (a job paused by the test hook goes on)
         ls.schedule_diagnostics(uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
@@ -561,9 +562,18 @@ def register_handlers(server: SeedServer) -> None:
     if os.environ.get(TEST_HOOKS_ENV) == "1":
         @server.command(CMD_INJECT_FAULT)
         def cmd_inject_fault(ls: SeedServer, *args) -> dict:
-            """Test hook: the next N model jobs raise on the worker (arguments: [N], default 1)."""
+            """Test hook. Arguments [N] (default 1): the next N model jobs raise on the worker.
+            ["pause", N]: the next N model jobs pause inside the engine until the next
+            didChange (see ModelService.inject_pauses)."""
             values = args[0] if args and isinstance(args[0], list) else list(args)
+            kind = values.pop(0) if values and isinstance(values[0], str) else "raise"
             count = values[0] if values and isinstance(values[0], int) else 1
+            if kind == "pause":
+                ls.model.inject_pauses(count)
+                log.warning("test hook: the next %d model jobs will pause until a document changes", count)
+                return {"pauses": count}
+            if kind != "raise":
+                raise JsonRpcInvalidParams(f"unknown fault {kind!r} (raise, pause)")
             ls.model.inject_faults(count)
             log.warning("test hook: the next %d model jobs will fail", count)
             return {"faults": count}

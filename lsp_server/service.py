@@ -7,8 +7,9 @@ newer request for the same document), the job's cancel flag is set and the
 decode loop stops before its next model call.
 
 A job that raises on the worker fails only its own request: the worker thread
-lives on. Tests can make the next jobs raise (`inject_faults`), but only when
-the server was started with the test-hook environment variable (server.py).
+lives on. Tests can make the next jobs raise (`inject_faults`) or pause inside
+the engine until the next document change (`inject_pauses`), but only when the
+server was started with the test-hook environment variable (server.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class InjectedFault(RuntimeError):
     """Raised on the worker instead of running a job (test hook only)."""
 
 
+# A paused job (test hook) waits at most this long for a document change, then goes on.
+PAUSE_TIMEOUT_S = 60.0
+
+
 @dataclass
 class Loaded:
     engine: Engine
@@ -62,6 +67,8 @@ class ModelService:
         self._ready = threading.Event()
         self._loading: Optional[concurrent.futures.Future] = None
         self._faults = 0  # jobs left to fail (test hook)
+        self._pauses = 0  # jobs left to pause until a document changes (test hook)
+        self._resume = threading.Event()  # set by a document change: paused jobs go on
         self._faults_lock = threading.Lock()
 
     # --- loading -------------------------------------------------------------------------
@@ -112,12 +119,45 @@ class ModelService:
         with self._faults_lock:
             self._faults = max(0, int(count))
 
+    def inject_pauses(self, count: int) -> None:
+        """Make the next `count` jobs pause inside the engine until a document changes (test hook).
+
+        The job pauses at its first cancellation check (before its first model
+        call), says so in the log ("test hook: a model job is paused"), and goes on
+        when `document_changed` is called after this (or after PAUSE_TIMEOUT_S). A
+        test can thus change the document while a decode is running, every time.
+        """
+        with self._faults_lock:
+            self._pauses = max(0, int(count))
+            self._resume.clear()
+
+    def document_changed(self) -> None:
+        """A document changed: jobs paused by the test hook go on (cheap no-op otherwise)."""
+        self._resume.set()
+
     def _job(self, fn: Callable[[Callable[[], bool]], Any], should_cancel: Callable[[], bool]) -> Any:
         with self._faults_lock:
             fail, self._faults = self._faults > 0, max(0, self._faults - 1)
+            pause, self._pauses = self._pauses > 0, max(0, self._pauses - 1)
         if fail:
             raise InjectedFault("injected fault: the model worker raised (test hook)")
+        if pause:
+            should_cancel = self._paused(should_cancel)
         return fn(should_cancel)
+
+    def _paused(self, should_cancel: Callable[[], bool]) -> Callable[[], bool]:
+        """should_cancel that, the first time the engine asks, waits for a document change."""
+        waiting = [True]
+
+        def check() -> bool:
+            if waiting[0]:
+                waiting[0] = False
+                log.warning("test hook: a model job is paused until the next document change")
+                if not self._resume.wait(PAUSE_TIMEOUT_S):
+                    log.warning("test hook: no document change came; the paused job goes on")
+            return should_cancel()
+
+        return check
 
     async def run(self, fn: Callable[[Callable[[], bool]], Any], cancel: threading.Event) -> Any:
         """Run fn(should_cancel) on the worker; cancelling the awaiting task sets `cancel`."""

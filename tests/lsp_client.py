@@ -37,6 +37,7 @@ class SeedClient(LanguageClient):
         super().__init__("seed-lsp-tests", "0")
         self.statuses: list[dict] = []
         self.messages: list[types.ShowMessageParams] = []
+        self.log_messages: list[str] = []
         self.diagnostics: dict[str, list[types.Diagnostic]] = {}
         self.stderr_path: Optional[Path] = None
         self.progress: list = []
@@ -50,6 +51,10 @@ class SeedClient(LanguageClient):
         def on_message(params: types.ShowMessageParams):
             self.messages.append(params)
 
+        @self.feature(types.WINDOW_LOG_MESSAGE)
+        def on_log_message(params: types.LogMessageParams):
+            self.log_messages.append(params.message)
+
         @self.feature(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
         def on_diagnostics(params: types.PublishDiagnosticsParams):
             self.diagnostics[params.uri] = params.diagnostics
@@ -62,9 +67,9 @@ class SeedClient(LanguageClient):
         def on_progress_create(params):
             return None
 
-    async def start_server(self, stderr_path: Path, *args: str) -> None:
+    async def start_server(self, stderr_path: Path, *args: str, env: Optional[dict] = None) -> None:
         self.stderr_path = stderr_path
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
         server = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "lsp_server", *args, cwd=ROOT, env=env,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=open(stderr_path, "wb"))
@@ -103,6 +108,15 @@ class SeedClient(LanguageClient):
                 return self.statuses[-1]
             await asyncio.sleep(0.05)
         raise TimeoutError(f"server not ready; stderr: {self.stderr_text()[-2000:]}")
+
+    async def wait_log(self, part: str, timeout: float = 120.0) -> str:
+        """Wait for a window/logMessage containing part (the first one after those already seen counts too)."""
+        for _ in range(int(timeout * 20)):
+            found = next((m for m in self.log_messages if part in m), None)
+            if found is not None:
+                return found
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"no log message with {part!r}; stderr: {self.stderr_text()[-2000:]}")
 
     def open(self, uri: str, text: str, version: int = 1, language: str = "python") -> None:
         self.text_document_did_open(types.DidOpenTextDocumentParams(

@@ -156,6 +156,37 @@ def test_a_failing_model_worker_fails_one_request_and_the_next_is_served(tmp_pat
     assert "failed on the model worker: InjectedFault" in log and "Traceback" not in log
 
 
+def test_a_paused_job_waits_inside_the_engine_for_a_document_change():
+    import asyncio
+    import threading
+
+    from lsp_server.service import ModelService
+
+    service = ModelService()
+    calls = []
+
+    def job(should_cancel):  # stands for the engine: it checks should_cancel before each model call
+        calls.append(should_cancel())
+        calls.append(should_cancel())
+        return "done"
+
+    async def main():
+        service.inject_pauses(1)
+        running = asyncio.ensure_future(service.run(job, threading.Event()))
+        await asyncio.sleep(0.3)
+        assert not running.done() and calls == [], "the job waits at its first cancellation check"
+        service.document_changed()
+        assert await asyncio.wait_for(running, 10) == "done"
+        # Only the next job pauses.
+        assert await asyncio.wait_for(service.run(job, threading.Event()), 10) == "done"
+
+    try:
+        asyncio.run(main())
+    finally:
+        service.shutdown()
+    assert calls == [False] * 4
+
+
 def test_fault_injection_does_not_exist_without_the_test_flag(tmp_path):
     with start(tmp_path, tiny_bundle()) as srv:
         srv.wait_ready()
