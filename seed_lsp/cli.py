@@ -114,10 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     ship = sub.add_parser("ship", help="make a checkpoint the bundled default model (model/default), if better")
-    ship.add_argument("checkpoint", help="checkpoint folder to ship")
-    ship.add_argument("--out", default=None, help="default model folder (default: model/default)")
-    ship.add_argument("--force", action="store_true", help="ship even if validation loss is not lower")
-    ship.add_argument("--verify-jobs", type=int, default=20)
+    from model.ship import add_ship_arguments
+
+    add_ship_arguments(ship)
     ship.set_defaults(func=cmd_ship)
 
     from seed_lsp.complete import add_complete_arguments
