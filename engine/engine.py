@@ -20,7 +20,8 @@ import numpy as np
 
 from engine.decode import DecodeConfig, DecodeResult, Prefix, Row, StepFunction, decode_rows, prefill
 from engine.healing import HealPlan, TokenHealer
-from engine.jobs import Budget, block_stop_rule, build_context, cut_block, block_floor, cut_line
+from engine.jobs import (Budget, block_floor, block_stop_rule, build_context, cut_block, cut_line, either,
+                         text_stop_rule)
 from engine.prefix_cache import PrefixCache
 from engine.tokenizer import TextCodec
 
@@ -36,6 +37,9 @@ class Job:
     doc_id: Optional[str] = None  # key of the prefix cache (e.g. the document URI); None = no cache
     seed: Optional[int] = None  # sampling seed (temperature > 0); candidates use seed, seed+1, ...
     heal: bool = True  # token healing: the cursor may sit inside a token (engine.healing)
+    # Stop a candidate once its text contains this (repair: the suffix's first line, which an
+    # infill that has reached its span's end writes next). "" = no such stop.
+    stop_at: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or not 1 <= self.n <= 16:
@@ -192,6 +196,8 @@ class Engine:
     def _row(self, job: Job, prefix: Prefix, tail: str, candidate: int) -> Row:
         """One candidate's decode row; with a tail, its first token must cover it."""
         stop = block_stop_rule(self.codec, job.prefix, len(tail)) if job.config.mode == "block" else None
+        if job.stop_at:
+            stop = either(stop, text_stop_rule(self.codec, job.stop_at, len(tail)))
         first = self.healer.first_token(tail) if tail else None
         return Row(prefix, job.config, rng=_rng(job, candidate), should_stop=stop, first_rank=candidate,
                    first_allowed=first.covering if first else None,

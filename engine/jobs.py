@@ -161,6 +161,23 @@ def block_stop_rule(codec: TextCodec, prefix: str, skip_chars: int = 0) -> Calla
     return should_stop
 
 
+def text_stop_rule(codec: TextCodec, stop_at: str, skip_chars: int = 0) -> Callable[[list[int]], bool]:
+    """should_stop: True once the decoded text (after skip_chars healed characters) contains stop_at."""
+
+    def should_stop(tokens: list[int]) -> bool:
+        return stop_at in codec.decode(tokens)[skip_chars:]
+
+    return should_stop
+
+
+def either(*rules: Optional[Callable[[list[int]], bool]]) -> Optional[Callable[[list[int]], bool]]:
+    """One should_stop that is True when any of the given ones is (None ones are left out)."""
+    present = [rule for rule in rules if rule is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+    return lambda tokens: any(rule(tokens) for rule in present)
+
+
 def cut_line(text: str) -> str:
     """Line mode: the text up to (not including) the first newline."""
     at = text.find("\n")

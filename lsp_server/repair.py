@@ -292,8 +292,12 @@ def _infill_config(old: str, max_tokens: int, block_size: int, tau: float) -> De
 
 
 def _candidates(engine: Engine, text: str, span: Span, config: DecodeConfig, n: int,
-                should_cancel: Cancel, deadline: Optional[float]) -> list[Completion]:
-    job = Job(prefix=text[: span.start], suffix=text[span.end :], config=config, n=n)
+                should_cancel: Cancel, deadline: Optional[float], *, to_suffix: bool = False) -> list[Completion]:
+    """n candidates for span. to_suffix: a candidate stops once it writes the suffix's head
+    (cut_at_suffix reads it up to there), instead of running on to the token cap."""
+    suffix = text[span.end :]
+    stop_at = _suffix_anchor(suffix) if to_suffix else ""
+    job = Job(prefix=text[: span.start], suffix=suffix, config=config, n=n, stop_at=stop_at)
     [result] = engine.complete([job], should_cancel=should_cancel, deadline=deadline)
     return list(result.completions)
 
@@ -430,7 +434,7 @@ def propose_fix(engine: Engine, text: str, span: Span, language: str, *, n: int 
             break
         old = text[candidate_span.start : candidate_span.end]
         completions = _candidates(engine, text, candidate_span, _infill_config(old, max_tokens, block_size, tau),
-                                  n, should_cancel, deadline)
+                                  n, should_cancel, deadline, to_suffix=True)
         new, count = _first_verified(text, candidate_span, completions, accept, should_cancel, finished_only=True,
                                      small=True, to_suffix=True)
         tried += count
@@ -471,7 +475,7 @@ def rewrite_selection_edit(engine: Engine, text: str, span: Span, language: str,
         return None
     old = text[span.start : span.end]
     config = _infill_config(old, max_tokens, block_size, tau)
-    completions = _candidates(engine, text, span, config, n, should_cancel, deadline)
+    completions = _candidates(engine, text, span, config, n, should_cancel, deadline, to_suffix=True)
     original_error = _first_error(text, language)
     accept = lambda rewritten: _improves(text, original_error, rewritten, language, strict=False)
     new, tried = _first_verified(text, span, completions, accept, should_cancel, finished_only=True,
@@ -493,7 +497,7 @@ def fill_body_edit(engine: Engine, text: str, offset: int, language: str, *, n: 
     if stub is None:
         return None
     config = DecodeConfig(mode="infill", block_size=block_size, tau=tau, max_tokens=max_tokens)
-    completions = _candidates(engine, text, stub, config, n, should_cancel, deadline)
+    completions = _candidates(engine, text, stub, config, n, should_cancel, deadline, to_suffix=True)
     original_error = _first_error(text, language)
 
     def accept(filled: str) -> bool:

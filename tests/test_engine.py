@@ -275,3 +275,20 @@ def test_infill_mode_ignores_newlines_and_dedents(step, codec):
     completion = result.completions[0]
     assert completion.stop_reason in ("eos", "max_tokens")
     assert completion.healed + completion.text == codec.decode(completion.tokens)
+
+
+@pytest.mark.parametrize("block_size", [1, 4])
+def test_stop_at_ends_a_candidate_once_its_text_holds_the_stop_text(step, codec, block_size):
+    eng = engine(step, codec)
+    cfg = DecodeConfig(block_size=block_size, tau=0.5, max_tokens=24, mode="infill")
+    prefix, suffix = SOURCE[:CURSOR], SOURCE[CURSOR:]
+    free = eng.complete(Job(prefix, suffix, cfg))[0].completions[0]
+    assert free.stop_reason == "max_tokens" and len(free.text) > 12, "the random model should run to the cap"
+    # Stop at a piece of what it writes anyway (greedy: the same text up to there).
+    stop_at = free.text[6:10]
+    stopped = eng.complete(Job(prefix, suffix, cfg, stop_at=stop_at))[0].completions[0]
+    assert stopped.stop_reason == "callback" and stop_at in stopped.text
+    assert free.text.startswith(stopped.text) and len(stopped.tokens) < len(free.tokens)
+    # Without the stop text in what it writes, nothing changes.
+    unseen = eng.complete(Job(prefix, suffix, cfg, stop_at="\x00never"))[0].completions[0]
+    assert unseen.text == free.text and unseen.stop_reason == "max_tokens"
