@@ -43,18 +43,25 @@ def validation_loss(folder: Path) -> float | None:
     return losses[-1] if losses else None
 
 
+def trainer_batch_shape(batches: int) -> argparse.Namespace:
+    """`seed-lsp train`'s default batch shape (sequence length, rows, FIM rate) with this many
+    validation batches: the same kind of batch as the numbers the trainer records."""
+    from model.options import add_train_arguments
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    return parser.parse_args(["--stage", "diffusion", "--corpus", "", "--out", "", "--eval-batches", str(batches)])
+
+
 def losses_on_same_batches(corpus: Path, folders: list[Path], batches: int = 16) -> list[float]:
     """Diffusion validation loss of each checkpoint on the same held-out batches of `corpus`."""
-    from types import SimpleNamespace
-
     import torch
 
     from model import checkpoint as ckpt
     from model.tokenizer import load_tokenizer
     from model.train import evaluate, validation_batches
 
-    # The trainer's defaults (seq 512, batch 8, FIM 0.9): the same kind of batch as the recorded numbers.
-    shape = SimpleNamespace(seq_len=DEFAULT_TRAINED_CONTEXT, batch_size=8, fim_rate=0.9, eval_batches=batches)
+    shape = trainer_batch_shape(batches)
     tokenizer = load_tokenizer(folders[0] / ckpt.TOKENIZER)
     held_out = validation_batches(Path(corpus), tokenizer, shape)
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
