@@ -23,18 +23,19 @@ def effective_rates(masked: torch.Tensor, rates: torch.Tensor, valid: torch.Tens
     return torch.maximum(rates, share)
 
 
-def diffusion_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, n_tokens: int) -> torch.Tensor:
-    """Sum of weighted CE at the selected noisy positions, divided by the real tokens in the batch.
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """CE of each row of gathered logits [n, vocab] (any float dtype) against targets [n], in fp32."""
+    return F.cross_entropy(logits.float(), targets, reduction="none")
 
-    logits [n, vocab] and targets/weights [n] are already gathered at the positions with a loss.
-    """
-    ce = F.cross_entropy(logits.float(), targets, reduction="none")
+
+def diffusion_loss(ce: torch.Tensor, weights: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """Sum of weighted per-token CE at the noisy positions with a loss, divided by the real tokens in the batch."""
     return (ce * weights).sum() / max(n_tokens, 1)
 
 
-def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean CE of already gathered next-token logits [n, vocab] vs targets [n]."""
-    return F.cross_entropy(logits.float(), targets)
+def next_token_loss(ce: torch.Tensor) -> torch.Tensor:
+    """Mean of the per-token next-token CE."""
+    return ce.mean()
 
 
 def next_token_targets(input_ids: torch.Tensor, sample_ids: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

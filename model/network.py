@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.attention import ChunkedMask
+
 KV = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -102,6 +104,8 @@ class Attention(nn.Module):
         new_kv = (keys, values)
         if past is not None:
             out = attend_with_past(queries, keys, values, past[0].to(keys.dtype), past[1].to(values.dtype), mask)
+        elif isinstance(mask, ChunkedMask):
+            out = chunked_attention(queries, self._repeat(keys), self._repeat(values), mask)
         else:
             out = F.scaled_dot_product_attention(queries, self._repeat(keys), self._repeat(values), attn_mask=mask)
         return self.wo(out.transpose(1, 2).reshape(b, q, -1)), new_kv
@@ -111,6 +115,17 @@ class Attention(nn.Module):
         if self.n_kv_heads == self.n_heads:
             return x
         return x.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+
+
+def chunked_attention(queries, keys, values, mask: ChunkedMask) -> torch.Tensor:
+    """Training attention chunk by chunk: each query chunk against only the keys it may see."""
+    outs = []
+    for chunk in mask.chunks:
+        keys_c = torch.cat([keys[:, :, a:b] for a, b in chunk.key_ranges], dim=2)
+        values_c = torch.cat([values[:, :, a:b] for a, b in chunk.key_ranges], dim=2)
+        outs.append(F.scaled_dot_product_attention(queries[:, :, chunk.start:chunk.end], keys_c, values_c,
+                                                   attn_mask=chunk.mask))
+    return torch.cat(outs, dim=2)
 
 
 def attend_with_past(queries, keys, values, past_keys, past_values, mask) -> torch.Tensor:

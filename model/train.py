@@ -25,12 +25,12 @@ import torch
 from tqdm import tqdm
 
 from model import checkpoint as ckpt
-from model.attention import causal_mask, one_pass_mask
+from model.attention import causal_chunked, one_pass_chunked
 from model.corpus import load_split
 from model.corruption import corrupt_edits
 from model.data import Batch, BatchStream, SampleSource, make_batch
 from model.fim import SpecialIds
-from model.losses import diffusion_loss, effective_rates, next_token_loss, next_token_targets
+from model.losses import diffusion_loss, effective_rates, next_token_loss, next_token_targets, token_cross_entropy
 from model.network import DiffusionLM, ModelConfig
 from model.schedule import sample_block_masks
 from engine.tokenizer import TextCodec, load_tokenizer
@@ -39,14 +39,32 @@ from model.tokenizer import DEFAULT_TOKENIZER
 IDS = SpecialIds()
 FIRST_PLAIN_ID = 7  # ids below are special tokens (engine.contract)
 EVAL_BLOCK_SIZE = 8
+# Query chunks of the training attention (model.attention.ChunkedMask): the same result
+# without the masked-out pairs; measured on the 2-core CPU (bench/train_speed.py).
+ATTENTION_CHUNKS = 4
 
 
 # ---------------------------------------------------------------- losses per stage
 
-def ar_loss(model: DiffusionLM, hidden_fn, batch: Batch) -> tuple[torch.Tensor, dict]:
-    hidden, _ = hidden_fn(batch.input_ids, batch.position_ids, causal_mask(batch.sample_ids))
+def head_cross_entropy(model: DiffusionLM, compile: bool = False):
+    """(hidden [n, d], targets [n]) -> per-token CE through the tied output head.
+
+    Compiled, the head matmul, the fp32 cast and the log-softmax fuse instead of
+    materialising fp32 logits [n, vocab] and their gradient: measured 1,020 -> 407 ms
+    forward + backward for 6,000 positions on the 2-core CPU (bench/train_speed.py).
+    dynamic: the number of positions with a loss changes every step.
+    """
+    def ce(hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return token_cross_entropy(model.head(hidden), targets)
+
+    return torch.compile(ce, dynamic=True) if compile else ce
+
+
+def ar_loss(model: DiffusionLM, hidden_fn, batch: Batch, ce_fn=None) -> tuple[torch.Tensor, dict]:
+    ce_fn = ce_fn or head_cross_entropy(model)
+    hidden, _ = hidden_fn(batch.input_ids, batch.position_ids, causal_chunked(batch.sample_ids, ATTENTION_CHUNKS))
     has_next, targets = next_token_targets(batch.input_ids, batch.sample_ids, batch.valid)
-    loss = next_token_loss(model.head(hidden[has_next]), targets[has_next])
+    loss = next_token_loss(ce_fn(hidden[has_next], targets[has_next]))
     return loss, {"ar": loss.item()}
 
 
@@ -65,13 +83,14 @@ def noisy_stream(batch: Batch, block_size: int, edit_rate: float, vocab_size: in
 
 
 def diffusion_objective(model: DiffusionLM, hidden_fn, batch: Batch, block_size: int, edit_rate: float,
-                        gen: torch.Generator, np_rng) -> tuple[torch.Tensor, dict]:
+                        gen: torch.Generator, np_rng, ce_fn=None) -> tuple[torch.Tensor, dict]:
+    ce_fn = ce_fn or head_cross_entropy(model)
     length = batch.input_ids.shape[1]
     noisy, masked, rates = noisy_stream(batch, block_size, edit_rate, model.cfg.vocab_size, gen, np_rng)
     hidden, _ = hidden_fn(
         torch.cat([noisy, batch.input_ids], 1),
         torch.cat([batch.position_ids, batch.position_ids], 1),
-        one_pass_mask(batch.sample_ids, block_size),
+        one_pass_chunked(batch.sample_ids, block_size, ATTENTION_CHUNKS),
     )
     h_noisy, h_clean = hidden[:, :length], hidden[:, length:]
     weights = 1.0 / effective_rates(masked, rates, batch.valid, block_size)
@@ -80,9 +99,9 @@ def diffusion_objective(model: DiffusionLM, hidden_fn, batch: Batch, block_size:
         weights = torch.where(masked, weights, torch.ones_like(weights))
     else:
         selected = masked
-    l_diff = diffusion_loss(model.head(h_noisy[selected]), batch.input_ids[selected], weights[selected], batch.n_tokens)
+    l_diff = diffusion_loss(ce_fn(h_noisy[selected], batch.input_ids[selected]), weights[selected], batch.n_tokens)
     has_next, targets = next_token_targets(batch.input_ids, batch.sample_ids, batch.valid)
-    l_ar = next_token_loss(model.head(h_clean[has_next]), targets[has_next])
+    l_ar = next_token_loss(ce_fn(h_clean[has_next], targets[has_next]))
     return l_diff + l_ar, {"diff": l_diff.item(), "ar": l_ar.item()}
 
 
@@ -147,7 +166,7 @@ def validation_batches(corpus: Path, tokenizer, args) -> list[Batch]:
 
 
 @torch.no_grad()
-def evaluate(model, hidden_fn, batches: list[Batch], device, autocast) -> dict:
+def evaluate(model, hidden_fn, batches: list[Batch], device, autocast, ce_fn=None) -> dict:
     model.eval()
     gen = torch.Generator().manual_seed(0)  # same masks every validation: comparable numbers
     np_rng = np.random.default_rng(0)
@@ -155,7 +174,7 @@ def evaluate(model, hidden_fn, batches: list[Batch], device, autocast) -> dict:
     for batch in batches:
         batch = batch.to(device)
         with autocast():
-            _, parts = diffusion_objective(model, hidden_fn, batch, EVAL_BLOCK_SIZE, 0.0, gen, np_rng)
+            _, parts = diffusion_objective(model, hidden_fn, batch, EVAL_BLOCK_SIZE, 0.0, gen, np_rng, ce_fn)
         ar_total += parts["ar"]
         diff_total += parts["diff"]
     model.train()
@@ -238,6 +257,7 @@ def train(args: argparse.Namespace) -> dict:
     bf16 = not args.no_bf16
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     hidden_fn = torch.compile(model.hidden_states) if args.compile else model.hidden_states
+    ce_fn = head_cross_entropy(model, args.compile)
 
     tokens, offsets = load_split(corpus, "train")
     stream = BatchStream(tokens, offsets, tokenizer, args.batch_size, args.seq_len, args.fim_rate,
@@ -285,10 +305,10 @@ def train(args: argparse.Namespace) -> dict:
             batch = next(loader).to(device)
             with autocast():
                 if args.stage == "ar":
-                    loss, parts = ar_loss(model, hidden_fn, batch)
+                    loss, parts = ar_loss(model, hidden_fn, batch, ce_fn)
                 else:
                     block = block_sizes[step % len(block_sizes)]
-                    loss, parts = diffusion_objective(model, hidden_fn, batch, block, edit_rate, gen, np_rng)
+                    loss, parts = diffusion_objective(model, hidden_fn, batch, block, edit_rate, gen, np_rng, ce_fn)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
             optimizer.step()
@@ -308,7 +328,7 @@ def train(args: argparse.Namespace) -> dict:
             out_of_time = args.max_minutes and time.time() - clock.start > args.max_minutes * 60
             out_of_steps = args.max_steps and state["step"] >= args.max_steps
             if state["step"] % args.eval_every == 0 or done or out_of_time or out_of_steps or stop["signal"]:
-                metrics = evaluate(model, hidden_fn, val_batches, device, autocast)
+                metrics = evaluate(model, hidden_fn, val_batches, device, autocast, ce_fn)
                 record = {"stage": args.stage, "step": state["step"], "tokens_total": state["tokens_total"],
                           "stage_tokens": state["stage_tokens"], "tok_s": round(tok_s), "lr": lr,
                           "elapsed_min": round((wall_before + time.time() - clock.start) / 60, 2),

@@ -8,7 +8,15 @@ asserting its output is unchanged, with a positive control that the test can fai
 
 import torch
 
-from model.attention import causal_mask, one_pass_mask
+from model.attention import (
+    ChunkedMask,
+    causal_chunked,
+    causal_mask,
+    causal_plan,
+    one_pass_chunked,
+    one_pass_mask,
+    one_pass_plan,
+)
 from model.network import DiffusionLM, ModelConfig
 
 L, B, VOCAB = 16, 4, 64
@@ -102,3 +110,54 @@ def test_mask_shape_and_rows_never_empty():
     mask = one_pass_mask(sample_ids, 4)
     assert mask.shape == (1, 1, 16, 16) and mask.dtype == torch.bool
     assert mask.any(-1).all(), "a row attending to nothing gives NaN in attention"
+
+
+# ------------------------------------------------------------------ chunked masks (training speed)
+
+def packed_sample_ids(length: int, seed: int = 3) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.cumsum((torch.rand(2, length, generator=g) < 0.08).long(), 1)
+    ids[1, -5:] = -1  # padding at the end of the second row
+    return ids
+
+
+def full_mask_has_nothing_outside(mask: torch.Tensor, plan) -> bool:
+    covered = torch.zeros_like(mask)
+    for start, end, ranges in plan:
+        for a, b in ranges:
+            covered[:, :, start:end, a:b] = True
+    return not (mask & ~covered).any()
+
+
+def test_chunk_plans_cover_every_attended_pair():
+    length = 32
+    sample_ids = packed_sample_ids(length)
+    for block, chunks in [(4, 2), (4, 4), (8, 4), (16, 2), (4, 8)]:
+        plan = one_pass_plan(length, block, chunks)
+        assert full_mask_has_nothing_outside(one_pass_mask(sample_ids, block), plan)
+        assert [c[0] for c in plan] == [0] + [c[1] for c in plan[:-1]]  # queries in order, no gaps
+    assert full_mask_has_nothing_outside(causal_mask(sample_ids), causal_plan(length, 4))
+    # a chunk boundary inside a diffusion block is refused: the full mask is used
+    assert one_pass_plan(32, 16, 4) is None and isinstance(one_pass_chunked(sample_ids, 16, 4), torch.Tensor)
+
+
+def test_chunked_attention_equals_full_mask_forward_and_backward():
+    model = tiny_model().train()
+    length = 32
+    sample_ids = packed_sample_ids(length)
+    g = torch.Generator().manual_seed(5)
+    for ids, pos, full, chunked in [
+        (torch.randint(7, VOCAB, (2, 2 * length), generator=g), torch.arange(length).repeat(2)[None].expand(2, -1),
+         one_pass_mask(sample_ids, 8), one_pass_chunked(sample_ids, 8, 4)),
+        (torch.randint(7, VOCAB, (2, length), generator=g), torch.arange(length)[None].expand(2, -1),
+         causal_mask(sample_ids), causal_chunked(sample_ids, 4)),
+    ]:
+        assert isinstance(chunked, ChunkedMask)
+        results = []
+        for mask in (full, chunked):
+            model.zero_grad()
+            hidden, _ = model.hidden_states(ids, pos, mask)
+            hidden.square().sum().backward()
+            results.append((hidden.detach(), model.blocks[0].attn.wq.weight.grad.clone()))
+        torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-4, atol=1e-5)

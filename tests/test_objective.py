@@ -42,7 +42,8 @@ from engine.tokenizer import TextCodec, load_tokenizer
 from model.corruption import corrupt_edits
 from model.data import MIN_TAIL, SampleSource, make_batch
 from model.fim import SpecialIds, fim_example, random_split, spm_context, spm_sample
-from model.losses import diffusion_loss, effective_rates, next_token_loss, next_token_targets
+from model.losses import diffusion_loss, effective_rates, next_token_loss, next_token_targets, token_cross_entropy
+from model.network import DiffusionLM, ModelConfig
 from model.schedule import block_mask_rates, sample_block_masks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -364,22 +365,42 @@ def test_diffusion_loss_perfect_and_uniform():
     targets = torch.tensor([3, 7, 7, 12, 49, 0])
     weights = torch.tensor([1.0, 2.0, 0.5, 10.0, 1.0, 3.0])
     n_tokens = 20
+    loss = lambda logits, tokens=n_tokens: diffusion_loss(token_cross_entropy(logits, targets), weights, tokens)
     perfect = torch.full((n, vocab), -30.0)
     perfect[torch.arange(n), targets] = 30.0
-    assert diffusion_loss(perfect, targets, weights, n_tokens).item() < 1e-6
+    assert loss(perfect).item() < 1e-6
     uniform = torch.zeros(n, vocab)
     expected = math.log(vocab) * weights.sum().item() / n_tokens
-    assert diffusion_loss(uniform, targets, weights, n_tokens).item() == pytest.approx(expected, rel=1e-5)
+    assert loss(uniform).item() == pytest.approx(expected, rel=1e-5)
     # n_tokens 0 (an all-padding batch) does not divide by zero
-    assert math.isfinite(diffusion_loss(uniform, targets, weights, 0).item())
+    assert math.isfinite(loss(uniform, 0).item())
     # a wrong confident prediction costs more than a uniform one
     wrong = torch.roll(perfect, 1, dims=1)
-    assert diffusion_loss(wrong, targets, weights, n_tokens) > diffusion_loss(uniform, targets, weights, n_tokens)
+    assert loss(wrong) > loss(uniform)
 
 
 def test_next_token_loss_uniform_is_log_vocab():
     logits = torch.zeros(5, 32, dtype=torch.bfloat16)
-    assert next_token_loss(logits, torch.tensor([1, 2, 3, 4, 5])).item() == pytest.approx(math.log(32), rel=1e-4)
+    ce = token_cross_entropy(logits, torch.tensor([1, 2, 3, 4, 5]))
+    assert ce.dtype == torch.float32 and ce.shape == (5,)
+    assert next_token_loss(ce).item() == pytest.approx(math.log(32), rel=1e-4)
+
+
+def test_head_cross_entropy_compiled_matches_eager():
+    """The compiled (fused head + log-softmax) per-token CE the trainer uses equals the eager one."""
+    from model.train import head_cross_entropy
+
+    torch.manual_seed(0)
+    model = DiffusionLM(ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2))
+    eager, compiled = head_cross_entropy(model, compile=False), head_cross_entropy(model, compile=True)
+    for n in (5, 9):  # two sizes: the compiled one must not be tied to one shape
+        hidden = torch.randn(n, 32, requires_grad=True)
+        targets = torch.randint(0, 64, (n,))
+        a, b = eager(hidden, targets), compiled(hidden, targets)
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+        (grad_a,) = torch.autograd.grad(a.sum(), hidden)
+        (grad_b,) = torch.autograd.grad(b.sum(), hidden)
+        torch.testing.assert_close(grad_b, grad_a, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------- data
