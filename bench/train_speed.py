@@ -27,11 +27,9 @@ from model.corpus import load_split  # noqa: E402
 from model.data import SampleSource, make_batch  # noqa: E402
 from model.ship import trainer_batch_shape  # noqa: E402
 from model.tokenizer import DEFAULT_TOKENIZER  # noqa: E402
-from model import train as train_module  # noqa: E402
-from model.train import diffusion_objective, head_cross_entropy  # noqa: E402
+from model.train import ATTENTION_CHUNKS, diffusion_objective, head_cross_entropy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CHUNKS = train_module.ATTENTION_CHUNKS  # the trainer's own setting (variants change the global)
 
 
 def variant_settings(name: str) -> dict:
@@ -40,7 +38,7 @@ def variant_settings(name: str) -> dict:
     block size N."""
     parts = name.split("-")
     settings = {"compile": parts[0] == "compile", "bf16": True, "ce": True, "block": 8,
-                "chunks": DEFAULT_CHUNKS, "name": name}
+                "chunks": ATTENTION_CHUNKS, "name": name}
     for part in parts[1:]:
         if part == "fp32":
             settings["bf16"] = False
@@ -57,7 +55,6 @@ def variant_settings(name: str) -> dict:
 
 def run_variant(settings: dict, checkpoint: Path, batches, steps: int, profile: bool) -> float:
     """Tokens/s of `steps` training steps after two warm-up steps (compilation happens there)."""
-    train_module.ATTENTION_CHUNKS = settings["chunks"]  # read by the objective at each step
     model = ckpt.load_model(checkpoint, torch.device("cpu")).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     hidden_fn = torch.compile(model.hidden_states) if settings["compile"] else model.hidden_states
@@ -67,7 +64,8 @@ def run_variant(settings: dict, checkpoint: Path, batches, steps: int, profile: 
 
     def one_step(batch) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings["bf16"]):
-            loss, _ = diffusion_objective(model, hidden_fn, batch, settings["block"], 0.0, gen, rng, ce_fn)
+            loss, _ = diffusion_objective(model, hidden_fn, batch, settings["block"], 0.0, gen, rng, ce_fn,
+                                          attention_chunks=settings["chunks"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -83,14 +83,15 @@ def noisy_stream(batch: Batch, block_size: int, edit_rate: float, vocab_size: in
 
 
 def diffusion_objective(model: DiffusionLM, hidden_fn, batch: Batch, block_size: int, edit_rate: float,
-                        gen: torch.Generator, np_rng, ce_fn=None) -> tuple[torch.Tensor, dict]:
+                        gen: torch.Generator, np_rng, ce_fn=None,
+                        attention_chunks: int = ATTENTION_CHUNKS) -> tuple[torch.Tensor, dict]:
     ce_fn = ce_fn or head_cross_entropy(model)
     length = batch.input_ids.shape[1]
     noisy, masked, rates = noisy_stream(batch, block_size, edit_rate, model.cfg.vocab_size, gen, np_rng)
     hidden, _ = hidden_fn(
         torch.cat([noisy, batch.input_ids], 1),
         torch.cat([batch.position_ids, batch.position_ids], 1),
-        one_pass_chunked(batch.sample_ids, block_size, ATTENTION_CHUNKS),
+        one_pass_chunked(batch.sample_ids, block_size, attention_chunks),
     )
     h_noisy, h_clean = hidden[:, :length], hidden[:, length:]
     weights = 1.0 / effective_rates(masked, rates, batch.valid, block_size)
