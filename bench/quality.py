@@ -76,22 +76,27 @@ MAX_REPAIR_FILE_CHARS = 60_000
 
 @dataclass(frozen=True)
 class Decoder:
-    """One side of the comparison: a block size and tau on the shared engine."""
+    """One side of the comparison: a block size and tau (or draft and verify) on the shared engine."""
 
     name: str
     block_size: int
     tau: float
+    verify: bool = False  # draft and verify with block_size guesses per step (the server's default decoder)
 
     def config(self, mode: str, max_tokens: int = MAX_LINE_TOKENS) -> DecodeConfig:
-        return DecodeConfig(block_size=self.block_size, tau=self.tau, max_tokens=max_tokens, mode=mode)
+        return DecodeConfig(block_size=self.block_size, tau=self.tau, max_tokens=max_tokens, mode=mode,
+                            verify=self.verify)
 
 
-def decoders(engine: Engine, block_size: Optional[int], tau: Optional[float]) -> list[Decoder]:
-    """Diffusion at the bundle's defaults (unless overridden), then B=1."""
+def decoders(engine: Engine, block_size: Optional[int], tau: Optional[float], draft_tokens: int) -> list[Decoder]:
+    """Diffusion at the bundle's defaults (unless overridden), B=1, and verify (0 draft tokens = no verify)."""
     defaults = engine.info.get("decode_defaults", {})
     b = block_size or int(defaults.get("block_size", 8))
     t = tau or float(defaults.get("tau", 0.9))
-    return [Decoder(f"diffusion B={b} tau={t}", b, t), Decoder("autoregressive B=1", 1, 1.0)]
+    sides = [Decoder(f"diffusion B={b} tau={t}", b, t), Decoder("autoregressive B=1", 1, 1.0)]
+    if draft_tokens:
+        sides.append(Decoder(f"verify {draft_tokens} drafts", draft_tokens, 1.0, verify=True))
+    return sides
 
 
 def complete_line(engine: Engine, decoder: Decoder, prefix: str, suffix: str) -> tuple[str, float]:
@@ -446,6 +451,7 @@ def run_repair(engine: Engine, sides: list[Decoder], tasks: list[RepairTask], pr
     from lsp_server import actions, repair
     from lsp_server.config import Settings
 
+    sides = [d for d in sides if not d.verify]  # quick fixes decode by diffusion or B=1, never verify
     tally = {d.name: {"proposed": 0, "exact": 0, "parses": 0, "seconds": 0.0} for d in sides}
     proposals = []  # the first fixes proposed, to see what the model does
     for task in progress(tasks, "repair"):
@@ -518,7 +524,8 @@ def markdown(report: dict) -> str:
     head = [about, "", f"| task | metric | {' | '.join(names)} |", "|---|---|" + "---:|" * len(names)]
 
     def row(task: str, metric: str, section: dict, key: str, fmt: Callable[[float], str]) -> None:
-        head.append(f"| {task} | {metric} | " + " | ".join(fmt(section["results"][n][key]) for n in names) + " |")
+        cells = [fmt(section["results"][n][key]) if n in section["results"] else "n/a" for n in names]
+        head.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
 
     def ms(seconds: float) -> str:
         return f"{1000 * seconds:.0f} ms"
@@ -572,6 +579,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--limit-repair", type=int, default=300)
     p.add_argument("--block-size", type=int, help="diffusion block size (default: the bundle's)")
     p.add_argument("--tau", type=float, help="diffusion tau (default: the bundle's)")
+    p.add_argument("--draft-tokens", type=int, default=4, help="the verify decoder's guesses per step; 0 = leave it out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip", default="", help="comma-separated tasks to skip: humaneval,lines,repair")
     p.add_argument("--out", default="bench/results")
@@ -592,7 +600,7 @@ def main() -> int:
     skip = set(filter(None, args.skip.split(",")))
     started = time.time()
     engine = Engine.from_bundle(args.bundle, device=args.device, variant=args.variant, threads=args.threads)
-    sides = decoders(engine, args.block_size, args.tau)
+    sides = decoders(engine, args.block_size, args.tau, args.draft_tokens)
     limits = f"HumanEval {args.limit_humaneval or 'all'}, lines {args.limit_lines}, repair {args.limit_repair}"
     report = {"decoders": [d.name for d in sides], "threads": args.threads, "machine": machine(),
               "bundle": bundle_info(engine), "seed": args.seed, "limits": limits,

@@ -65,6 +65,7 @@ __all__ = [
 KV = list[tuple[np.ndarray, np.ndarray]]
 
 MODES = ("line", "block", "infill")
+DRAFTS = ("lookup", "diffusion", "both")
 STOP_REASONS = ("eos", "newline", "max_tokens", "callback", "deadline")
 
 
@@ -116,6 +117,13 @@ class DecodeConfig:
     top_k: int = 0
     # Diffusion: each block's first token is the AR head's choice at the clean token before it.
     anchor: bool = True
+    # Draft and verify (B >= 2, greedy only): every step the diffusion head drafts the next B
+    # positions and the AR head checks the previous draft, keeping its longest agreeing prefix
+    # plus one token of its own. The text is exactly B=1's; the speed is in the accepted drafts.
+    verify: bool = False
+    # Where verify's guesses come from: "lookup" (earlier text after the same last tokens),
+    # "diffusion" (the mask rows of the previous step), "both" (lookup, else diffusion).
+    draft: str = "both"
 
     def __post_init__(self) -> None:
         if not _is_int(self.block_size) or self.block_size < 1:
@@ -130,6 +138,10 @@ class DecodeConfig:
             raise ValueError(f"temperature must be finite and >= 0, got {self.temperature!r}")
         if not _is_int(self.top_k) or self.top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0, got {self.top_k!r}")
+        if self.draft not in DRAFTS:
+            raise ValueError(f"draft must be one of {DRAFTS}, got {self.draft!r}")
+        if self.verify and self.temperature > 0.0:
+            raise ValueError("verify compares greedy choices: it needs temperature 0")
 
 
 @dataclass
@@ -271,11 +283,13 @@ def _check_step_output(logits: np.ndarray, kv: KV, rows: int, q: int) -> None:
 
 
 def _run_step(step: StepFunction, cache: KVCache, inputs: Sequence[Sequence[int]],
-              n_clean: Sequence[int], want_logits: bool = True) -> Optional[np.ndarray]:
+              n_clean: Sequence[int], want_logits: bool = True, append: bool = True):
     """One batched step: row r feeds inputs[r] (its first n_clean[r] clean) at its next positions.
 
     Rows are padded to the longest input; clean rows are cached. Returns logits [b, q, vocab],
     or None with want_logits=False (the step's keys_values method, which skips the head).
+    append=False: nothing is cached and (logits, kv) is returned; the caller appends what
+    turned out to be right (a verify row's draft is clean input but may be wrong).
     """
     q = max(len(ids) for ids in inputs)
     rows = len(inputs)
@@ -294,6 +308,8 @@ def _run_step(step: StepFunction, cache: KVCache, inputs: Sequence[Sequence[int]
         return None
     logits, kv = step(input_ids, position_ids, mask, cache.past())
     _check_step_output(logits, kv, rows, q)
+    if not append:
+        return logits, kv
     cache.append(kv, n_clean)
     return logits
 
@@ -452,6 +468,7 @@ class _RowState:
         self.first_allowed = row.first_allowed
         self.first_newline = row.first_newline
         self.ids = ids
+        self.context_ids = row.prefix.ids
         self.newline_tokens = ids.newline_tokens if self.config.mode == "line" else None
         self.tokens: list[int] = []
         self.confidences: list[float] = []
@@ -459,6 +476,8 @@ class _RowState:
         self.forward_passes = 0
         self.stop_reason: Optional[str] = None
         self.pending: list[int] = []  # committed tokens not yet cached (AR: the last one)
+        self.draft: list[int] = []  # verify: guessed tokens after pending, checked by the next step
+        self.draft_masks = 0  # verify: mask tokens after the draft, for the diffusion head to guess
         # Diffusion: the block in progress.
         self.block: Optional[np.ndarray] = None
         self.masked: Optional[np.ndarray] = None
@@ -469,7 +488,13 @@ class _RowState:
 
     @property
     def diffusion(self) -> bool:
-        return self.config.block_size >= 2
+        """Block diffusion: the text comes from the diffusion head (verify rows are not this)."""
+        return self.config.block_size >= 2 and not self.config.verify
+
+    @property
+    def verifying(self) -> bool:
+        """Draft and verify: the diffusion head guesses, the AR head decides."""
+        return self.config.block_size >= 2 and self.config.verify
 
     @property
     def done(self) -> bool:
@@ -534,27 +559,38 @@ class _RowState:
 
     def start(self, prefill_logits: np.ndarray) -> None:
         """Begin decoding from the prefill's AR logits [1, vocab]."""
-        if not self.diffusion:
+        if not self.diffusion:  # AR and verify: the first token is the AR head's
             token, confidence = self.choose_first(prefill_logits)
             self.accept([token], [confidence])
             self.pending = [token]
+            if self.verifying and not self.done:
+                self.next_draft([])
             return
         self.start_block(anchor_logits=prefill_logits if self.config.anchor else None)
 
     def inputs(self) -> tuple[list[int], int]:
         """Input ids of this row's next step and how many of them lead as clean rows."""
+        if self.verifying:
+            masks = [self.ids.mask_id] * self.draft_masks
+            return [*self.pending, *self.draft, *masks], len(self.pending) + len(self.draft)
         if not self.diffusion:
             return list(self.pending), len(self.pending)
         return [*self.pending, *self.block.tolist()], len(self.pending)
 
-    def absorb(self, logits: np.ndarray) -> None:
-        """Take this row's logits [q_row, vocab] of a step (padding rows already cut off)."""
+    def absorb(self, logits: np.ndarray) -> int:
+        """Take this row's logits [q_row, vocab] of a step (padding rows already cut off).
+
+        Returns how many leading inputs of the step are now known-good clean text, whose
+        keys/values the cache keeps (the pending tokens; verify: and the accepted draft).
+        """
         self.forward_passes += 1
+        if self.verifying:
+            return self.absorb_verified(logits)
         if not self.diffusion:
             tokens, confidences = self.choose(logits[-1:])
             self.accept(tokens[:1], confidences[:1])
             self.pending = [int(tokens[0])]
-            return
+            return 1
         n_pending = len(self.pending)
         self.pending = []  # cached by that step
         self.block_steps += 1
@@ -575,6 +611,62 @@ class _RowState:
             self.block_conf[rows[commit]] = confidence[commit]
             self.masked[rows[commit]] = False
         self.finish_block_if_done()
+        return n_pending
+
+    # draft and verify
+
+    def guess_window(self) -> int:
+        """Positions guessed after the pending token: B, but never past max_tokens."""
+        return max(0, min(self.config.block_size, self.config.max_tokens - len(self.tokens)))
+
+    def absorb_verified(self, logits: np.ndarray) -> int:
+        """Check the draft against the AR head, keep the agreeing prefix, draft again.
+
+        Inputs were [pending (1 token), draft (k), masks]. The AR logits at the pending
+        token and at each draft token predict the next position, so draft[i] is right
+        (what B=1 would write) iff it equals the AR choice one row earlier. The first
+        disagreement is replaced by the AR choice, the step's bonus token; with no
+        disagreement the bonus is the AR choice after the whole draft, and the mask rows
+        (drafted on the assumption that the draft was right) hold guesses for the
+        positions after it.
+        """
+        n_pending, draft = len(self.pending), self.draft
+        ar_tokens, ar_conf = self.choose(logits[n_pending - 1 : n_pending + len(draft)])
+        agreed = 0
+        while agreed < len(draft) and ar_tokens[agreed] == draft[agreed]:
+            agreed += 1
+        new_tokens = [*draft[:agreed], int(ar_tokens[agreed])]
+        room = self.config.max_tokens - len(self.tokens)
+        self.accept(new_tokens[:room], ar_conf[: agreed + 1][:room])
+        self.pending = [new_tokens[-1]]
+        diffused: list[int] = []
+        if agreed == len(draft) and self.draft_masks:
+            # Mask row 0 sat where the bonus went; the rows after it guess what follows.
+            diffused = self.choose(logits[len(logits) - self.draft_masks :])[0].tolist()[1:]
+        if not self.done:
+            self.next_draft(diffused)
+        return n_pending + agreed
+
+    def next_draft(self, diffused: list[int]) -> None:
+        """Guesses for the positions after the pending token, and how many masks to add.
+
+        Lookup first (config.draft "lookup" or "both"): text that follows the latest
+        earlier occurrence of the last few tokens, in the context or the completion so
+        far. Code repeats itself (names, call patterns, the suffix the completion runs
+        into), and such a draft is often right for many tokens, at no model cost. Else
+        the diffusion head's guesses from this step (there are none after a rejection:
+        they were conditioned on the rejected token), and masks for the rest of the window,
+        whose guesses the next step makes.
+        """
+        window = self.guess_window()
+        if self.config.draft in ("lookup", "both"):
+            history = np.concatenate([self.context_ids, np.asarray(self.tokens, dtype=np.int64)])
+            found = lookup_draft(history, window)
+            if found or self.config.draft == "lookup":
+                self.draft, self.draft_masks = found, 0
+                return
+        self.draft = diffused[:window]
+        self.draft_masks = window - len(self.draft)
 
     # diffusion blocks
 
@@ -646,6 +738,19 @@ class _RowState:
         )
 
 
+def lookup_draft(history: np.ndarray, length: int, max_ngram: int = 3) -> list[int]:
+    """Prompt lookup: up to `length` tokens that followed the latest earlier occurrence of
+    history's last n tokens, trying n = max_ngram first (a longer match predicts better)."""
+    for n in range(min(max_ngram, len(history) - 1), 0, -1):
+        tail = history[-n:]
+        windows = np.lib.stride_tricks.sliding_window_view(history[:-1], n)
+        hits = np.flatnonzero((windows == tail).all(axis=1))
+        if len(hits):
+            start = int(hits[-1]) + n
+            return history[start : start + length].tolist()
+    return []
+
+
 @dataclass
 class _Ids:
     """The token ids every row needs: mask and eos, newline tokens, banned ids."""
@@ -705,9 +810,9 @@ def decode_rows(
                 states[s].stop_reason = "deadline"
             break
         inputs, n_clean = zip(*(states[s].inputs() for s in active))
-        logits = _run_step(step, cache, inputs, n_clean)
-        for i, s in enumerate(active):
-            states[s].absorb(logits[i, : len(inputs[i])])
+        logits, kv = _run_step(step, cache, inputs, n_clean, append=False)
+        known_good = [states[s].absorb(logits[i, : len(inputs[i])]) for i, s in enumerate(active)]
+        cache.append(kv, known_good)
     return [state.result(row.prefix) for state, row in zip(states, rows)]
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
+from engine.decode import DRAFTS
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -24,8 +26,11 @@ class Settings:
     diagnostics: bool = True          # publish Python syntax errors
     code_actions: bool = True         # model quick fixes and rewrites
     mode: str = "auto"                # auto (block where a body is expected), line or block
-    block_size: int = 8               # diffusion block; 1 = autoregressive
-    tau: float = 0.9                  # commit threshold per step
+    verify: bool = True               # completions: drafts checked by the AR head (B=1's text, fewer passes)
+    draft: str = "both"               # verify's drafts: lookup (earlier text), diffusion, or both
+    draft_tokens: int = 4             # verify: tokens guessed per step; 1 = plain autoregressive
+    block_size: int = 8               # diffusion block (verify off, repair); 1 = autoregressive
+    tau: float = 0.9                  # diffusion commit threshold per step
     max_tokens_line: int = 32         # token cap of a line completion
     max_tokens_block: int = 64        # token cap of a block completion
     temperature: float = 0.0          # 0 = greedy
@@ -45,9 +50,9 @@ class Settings:
         return "*" in self.languages or language_id in self.languages
 
 
-CHOICES = {"device": ("auto", "cpu", "cuda"), "mode": ("auto", "line", "block"),
+CHOICES = {"device": ("auto", "cpu", "cuda"), "mode": ("auto", "line", "block"), "draft": DRAFTS,
            "log_level": ("debug", "info", "warning", "error")}
-RANGES = {"threads": (0, 256), "block_size": (1, 64), "tau": (1e-6, 1.0), "max_tokens_line": (1, 256),
+RANGES = {"threads": (0, 256), "block_size": (1, 64), "draft_tokens": (1, 64), "tau": (1e-6, 1.0), "max_tokens_line": (1, 256),
           "max_tokens_block": (1, 512), "temperature": (0.0, 10.0), "n": (1, 8), "prefix_tokens": (0, 8192),
           "suffix_tokens": (0, 8192), "min_confidence": (0.0, 1.0), "cache_mb": (0.0, 65536.0),
           "kv_limit_mb": (1.0, 1_048_576.0), "bundle_check_ms": (0, 3_600_000),

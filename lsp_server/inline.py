@@ -21,12 +21,16 @@ def completion_mode(settings: Settings, prefix: str, suffix: str) -> str:
 
 
 def decode_config(settings: Settings, mode: str) -> DecodeConfig:
+    # Verify compares greedy choices, so sampling (temperature > 0) decodes by plain diffusion.
+    verify = settings.verify and settings.temperature == 0.0
     return DecodeConfig(
-        block_size=settings.block_size,
+        block_size=settings.draft_tokens if verify else settings.block_size,
         tau=settings.tau,
         max_tokens=settings.max_tokens_line if mode == "line" else settings.max_tokens_block,
         mode=mode,
         temperature=settings.temperature,
+        verify=verify,
+        draft=settings.draft,
     )
 
 

@@ -24,8 +24,15 @@ def add_complete_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("auto", "line", "block"), default="auto",
                    help="line: the rest of the line; block: several lines; auto: block where a body is expected")
     p.add_argument("--n", type=int, default=1, help="candidates, decoded in one batch")
+    p.add_argument("--decoder", choices=("verify", "diffusion"), default=None,
+                   help="verify: diffusion and lookup drafts checked by the AR head, exactly the text of "
+                        "--block-size 1 in fewer forward passes; diffusion: block diffusion with --block-size and "
+                        "--tau (default: verify, or diffusion when --block-size, --tau or --temperature is given)")
+    p.add_argument("--draft", choices=("both", "lookup", "diffusion"), default="both",
+                   help="verify: where drafts come from (lookup = text that followed the same tokens earlier)")
+    p.add_argument("--draft-tokens", type=int, default=4, help="verify: tokens guessed per forward pass")
     p.add_argument("--block-size", type=int, default=None, help="diffusion block; 1 = autoregressive (default: the bundle's)")
-    p.add_argument("--tau", type=float, default=None, help="commit threshold (default: the bundle's)")
+    p.add_argument("--tau", type=float, default=None, help="diffusion commit threshold (default: the bundle's)")
     p.add_argument("--max-tokens", type=int, default=None, help="token limit (default 24 in line mode, 64 in block mode)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=None, help="sampling seed")
@@ -77,6 +84,18 @@ def split_at(text: str, line: int, col: int, name: str = "file") -> tuple[str, s
     return text[:offset], text[offset:]
 
 
+def choose_decoder(args: argparse.Namespace) -> str:
+    """--decoder, else verify unless diffusion-only options (or sampling) were asked for."""
+    diffusion_options = args.block_size is not None or args.tau is not None or args.temperature > 0
+    decoder = args.decoder or ("diffusion" if diffusion_options else "verify")
+    if decoder == "verify" and args.temperature > 0:
+        raise UsageError("--decoder verify is greedy (it keeps what the AR head would choose): "
+                         "drop --temperature or use --decoder diffusion")
+    if decoder == "verify" and args.block_size == 1:
+        return "diffusion"  # --block-size 1 is the autoregressive baseline either way
+    return decoder
+
+
 def run(args: argparse.Namespace) -> dict:
     from engine.decode import DecodeConfig
     from engine.engine import Engine, Job
@@ -87,13 +106,17 @@ def run(args: argparse.Namespace) -> dict:
     engine = Engine.from_bundle(args.bundle, device=args.device, variant=args.variant, threads=args.threads)
     mode = choose_mode(prefix, suffix) if args.mode == "auto" else args.mode
     defaults = engine.info.get("decode_defaults", {})
+    decoder = choose_decoder(args)
+    verify = decoder == "verify"
     try:
         config = DecodeConfig(
-            block_size=args.block_size or defaults.get("block_size", 8),
+            block_size=args.draft_tokens if verify else args.block_size or defaults.get("block_size", 8),
             tau=args.tau if args.tau is not None else defaults.get("tau", 0.9),
             max_tokens=args.max_tokens or (24 if mode == "line" else 64),
             mode=mode,
             temperature=args.temperature,
+            verify=verify,
+            draft=args.draft,
         )
         job = Job(prefix, suffix, config, n=args.n, seed=args.seed)
     except ValueError as exc:
@@ -104,6 +127,7 @@ def run(args: argparse.Namespace) -> dict:
         "completions": [c.text for c in result.completions],
         "stop_reasons": [c.stop_reason for c in result.completions],
         "mode": mode,
+        "decoder": "autoregressive" if config.block_size == 1 else decoder,
         "prefill_tokens": s.prefill_tokens,
         "cached_tokens": s.cached_tokens,
         "forward_passes": s.forward_passes,

@@ -277,7 +277,8 @@ class RecomputeModel:
         logits, kv = self.network(ids, positions, mask, [])
         for position, token in zip(position_ids[0], input_ids[0]):
             if token != MASK:
-                self.clean_at.setdefault(int(position), int(token))
+                # Overwrite: a verify row's rejected draft token is later replaced at its position.
+                self.clean_at[int(position)] = int(token)
         return logits[:, past_len:], [(k[:, :, past_len:], v[:, :, past_len:]) for k, v in kv]
 
 

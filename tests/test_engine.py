@@ -58,12 +58,13 @@ def engine(step, codec, **kw) -> Engine:
 
 BLOCK = DecodeConfig(block_size=4, tau=0.5, max_tokens=16, mode="block")
 AR = DecodeConfig(block_size=1, max_tokens=12, mode="block")
+VERIFY = DecodeConfig(block_size=4, max_tokens=16, mode="block", verify=True)
 
 
 # --- prefix cache ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", [BLOCK, AR])
+@pytest.mark.parametrize("config", [BLOCK, AR, VERIFY])
 def test_typing_reuses_the_cache_and_gives_the_cold_completion(step, codec, config):
     warm = engine(step, codec)
     suffix = SOURCE[CURSOR:]
@@ -115,7 +116,7 @@ def test_prefix_cache_is_bounded_and_least_recently_used_goes_first(step, codec)
 # --- batching and candidates ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", [BLOCK, AR, DecodeConfig(block_size=8, tau=0.9, max_tokens=20, mode="line")])
+@pytest.mark.parametrize("config", [BLOCK, AR, VERIFY, DecodeConfig(block_size=8, tau=0.9, max_tokens=20, mode="line")])
 def test_a_batch_of_jobs_equals_the_jobs_one_by_one(step, codec, config):
     eng = engine(step, codec)
     cursors = (CURSOR, CURSOR + 700, CURSOR + 1500, 300)
@@ -128,8 +129,8 @@ def test_a_batch_of_jobs_equals_the_jobs_one_by_one(step, codec, config):
 
 
 def test_rows_with_different_configs_share_a_batch(step, codec):
-    contexts = [build_context(codec, SOURCE[:c], SOURCE[c:], Budget(128, 32)).ids for c in (CURSOR, 900)]
-    configs = [BLOCK, AR]
+    contexts = [build_context(codec, SOURCE[:c], SOURCE[c:], Budget(128, 32)).ids for c in (CURSOR, 900, 2000)]
+    configs = [BLOCK, AR, VERIFY]
     kw = dict(mask_id=codec.mask, eos_id=codec.eos, banned_ids=codec.banned_ids)
     rows = [Row(prefill(step, ids, mask_id=codec.mask), cfg) for ids, cfg in zip(contexts, configs)]
     together = decode_rows(step, rows, **kw)
@@ -292,3 +293,17 @@ def test_stop_at_ends_a_candidate_once_its_text_holds_the_stop_text(step, codec,
     # Without the stop text in what it writes, nothing changes.
     unseen = eng.complete(Job(prefix, suffix, cfg, stop_at="\x00never"))[0].completions[0]
     assert unseen.text == free.text and unseen.stop_reason == "max_tokens"
+
+
+@pytest.mark.parametrize("draft", ["lookup", "diffusion", "both"])
+def test_verify_candidates_equal_autoregressive_candidates_on_real_code(step, codec, draft):
+    """Verify's text is B=1's for every candidate (first-token ranks, healing, block stop rule)."""
+    eng = engine(step, codec)
+    for cursor in (CURSOR, CURSOR + 700, 1500):
+        verify = Job(SOURCE[:cursor], SOURCE[cursor:], DecodeConfig(block_size=4, max_tokens=16, mode="block",
+                                                                   verify=True, draft=draft), n=2)
+        ar = Job(verify.prefix, verify.suffix, DecodeConfig(block_size=1, max_tokens=16, mode="block"), n=2)
+        got, want = eng.complete(verify)[0], eng.complete(ar)[0]
+        assert [c.text for c in got.completions] == [c.text for c in want.completions]
+        assert [c.tokens for c in got.completions] == [c.tokens for c in want.completions]
+        assert got.stats.forward_passes <= want.stats.forward_passes

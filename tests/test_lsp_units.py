@@ -86,6 +86,9 @@ def test_settings_accept_camel_and_snake_case_and_the_nested_form():
 
 
 @pytest.mark.parametrize("raw,message", [
+    ({"draft": "ngram"}, "draft must be one of"),
+    ({"draftTokens": 0}, "draft_tokens must be between"),
+    ({"verify": "yes"}, "verify must be true or false"),
     ({"tau": 7}, "tau must be between"),
     ({"device": "tpu"}, "device must be one of"),
     ({"n": "3"}, "n must be an integer"),
@@ -98,6 +101,17 @@ def test_invalid_settings_keep_the_previous_value(raw, message):
     merged, errors = merge_settings(before, raw)
     assert merged == before
     assert len(errors) == 1 and message in errors[0]
+
+
+def test_completions_verify_by_default_and_sampling_falls_back_to_diffusion():
+    from lsp_server.inline import decode_config
+
+    default = decode_config(Settings(), "line")
+    assert (default.verify, default.block_size, default.draft) == (True, Settings().draft_tokens, "both")
+    merged, _ = merge_settings(Settings(), {"verify": False, "draft": "lookup", "draftTokens": 6})
+    assert (decode_config(merged, "block").verify, decode_config(merged, "block").block_size) == (False, 8)
+    sampled = decode_config(Settings(temperature=0.7), "line")
+    assert not sampled.verify and sampled.block_size == Settings().block_size
 
 
 def test_settings_must_be_an_object():
