@@ -4,7 +4,8 @@ For held-out files (real code the model never trained on) it opens the file,
 puts the cursor inside a code line and asks for an inline completion (cold: the
 first request at that spot), then types the next few characters of the real
 line one at a time, asking again after each (warm: the engine's prefix cache and
-the typed-ahead completion cache are in play). Line and block modes. Reports
+the typed-ahead completion cache are in play). Line and block modes, each with the
+server's default decoder (verify) and with plain block diffusion (verify off). Reports
 p50/p95/max end-to-end latency as the client sees it, and the cache hit rate.
 
     python bench/latency.py --corpus data/corpus --files 20 --threads 2
@@ -51,13 +52,13 @@ async def timed_inline(client: SeedClient, uri: str, text: str, offset: int) -> 
     return (time.perf_counter() - started) * 1000, len(result.items) if result else 0
 
 
-async def run_mode(args, mode: str, jobs) -> dict:
+async def run_mode(args, mode: str, decoder: str, jobs) -> dict:
     cold, warm = [], []
     with tempfile.TemporaryDirectory() as tmp:
         client = SeedClient()
         await client.start_server(Path(tmp) / "server.log")
         try:
-            options = {"threads": args.threads, "mode": mode}
+            options = {"threads": args.threads, "mode": mode, "verify": decoder == "verify"}
             if args.bundle:
                 options["bundle"] = args.bundle
             await client.initialize_server(options)
@@ -90,7 +91,7 @@ async def run_mode(args, mode: str, jobs) -> dict:
         finally:
             await client.close()
     return {
-        "mode": mode, "requests_cold": len(cold), "requests_warm": len(warm),
+        "mode": mode, "decoder": decoder, "requests_cold": len(cold), "requests_warm": len(warm),
         "cold_p50": percentile(cold, 0.5), "cold_p95": percentile(cold, 0.95), "cold_max": max(cold, default=0),
         "warm_p50": percentile(warm, 0.5), "warm_p95": percentile(warm, 0.95), "warm_max": max(warm, default=0),
         "cache_hit_rate": final.get("cacheHitRate"), "device": status.get("device"), "variant": status.get("variant"),
@@ -101,10 +102,10 @@ def markdown(rows: list[dict], args) -> str:
     lines = [f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; server threads="
              f"{args.threads or 'default'}; {rows[0]['device']} {rows[0]['variant']}; {args.files} held-out files, "
              f"{args.typed} typed characters after each cold request.", "",
-             "| mode | cold p50 | cold p95 | cold max | warm p50 | warm p95 | warm max | cache hit rate |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| mode | decoder | cold p50 | cold p95 | cold max | warm p50 | warm p95 | warm max | cache hit rate |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['cold_p50']:.0f} ms | {r['cold_p95']:.0f} ms | {r['cold_max']:.0f} ms | "
+        lines.append(f"| {r['mode']} | {r['decoder']} | {r['cold_p50']:.0f} ms | {r['cold_p95']:.0f} ms | {r['cold_max']:.0f} ms | "
                      f"{r['warm_p50']:.0f} ms | {r['warm_p95']:.0f} ms | {r['warm_max']:.0f} ms | "
                      f"{100 * (r['cache_hit_rate'] or 0):.0f}% |")
     return "\n".join(lines) + "\n"
@@ -119,10 +120,13 @@ def main() -> int:
     p.add_argument("--typed", type=int, default=5)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--decoders", default="verify,diffusion",
+                   help="server decoders to compare: verify (the default) and/or diffusion (verify off)")
     p.add_argument("--out", default="bench/results")
     args = p.parse_args()
     jobs = line_jobs(heldout_files(args.corpus, args.source), args.files, args.seed)
-    rows = [asyncio.run(run_mode(args, mode, jobs)) for mode in ("line", "block")]
+    rows = [asyncio.run(run_mode(args, mode, decoder, jobs)) for mode in ("line", "block")
+            for decoder in args.decoders.split(",")]
     table = markdown(rows, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
