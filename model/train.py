@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -20,8 +21,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
+# oneDNN JIT-compiles a kernel per matmul shape on AMX CPUs and caches up to 1,024 of them;
+# training shapes vary with every batch (chunked attention, block mixture), and with the
+# default cache a run grew by 20-40 MB per step (4 -> 16 GB in 40 minutes on a 24 GB
+# machine). 32 entries keep it at about 3 GB at the same speed (2,290 vs 2,349 tokens/s).
+# Set before torch loads oneDNN; a value in the environment wins.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from tqdm import tqdm
 
 from model import checkpoint as ckpt
