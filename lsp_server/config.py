@@ -28,7 +28,7 @@ class Settings:
     mode: str = "auto"                # auto (block where a body is expected), line or block
     verify: bool = True               # completions: drafts checked by the AR head (B=1's text, fewer passes)
     draft: str = "both"               # verify's drafts: lookup (earlier text), diffusion, or both
-    draft_tokens: int = 4             # verify: tokens guessed per step; 1 = plain autoregressive
+    draft_tokens: int = 4             # verify: tokens guessed after the last accepted one per pass
     block_size: int = 8               # diffusion block (verify off, repair); 1 = autoregressive
     tau: float = 0.9                  # diffusion commit threshold per step
     max_tokens_line: int = 32         # token cap of a line completion
