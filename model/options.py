@@ -30,7 +30,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=3, help="held-out infills printed per validation")
     p.add_argument("--save-minutes", type=float, default=5, help="minutes between checkpoints")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
-    p.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is the default)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="autocast dtype; auto = bf16 where the hardware computes it natively (CUDA, "
+                        "AMX or AVX512-BF16 CPUs), else fp32")
+    p.add_argument("--no-bf16", action="store_true", help="same as --precision fp32")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--workers", type=int, default=0, help="data loader processes (0 = in the training process)")
     p.add_argument("--seed", type=int, default=0)

@@ -552,3 +552,17 @@ def test_sample_respects_max_len(corpus, tokenizer):
 def test_empty_split_is_rejected(tokenizer):
     with pytest.raises(ValueError, match="empty"):
         SampleSource(np.zeros(0, np.uint16), np.zeros(1, np.int64), tokenizer, 64)
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    """bf16 only where it is native: emulated bf16 on an AVX2-only CPU is far slower than fp32."""
+    from model import train
+
+    cpu = torch.device("cpu")
+    assert train.use_bf16("bf16", cpu) is True
+    assert train.use_bf16("fp32", cpu) is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert train.use_bf16("auto", cpu) is False
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert train.use_bf16("auto", cpu) is True
