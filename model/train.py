@@ -145,6 +145,18 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16"
 
 
+def rewarm_factor(step: int, rewarm_start: int | None, steps: int) -> float:
+    """LR multiplier while the optimizer's moments are rebuilt after a resume without them.
+
+    Fresh Adam moments make the first updates about lr * sign(gradient) for every weight;
+    at a mid-schedule LR (8e-4) a few such steps took a 43M-token model's validation loss
+    from 3.18 to 3.40. Ramping the LR up again over `steps` steps avoids that.
+    """
+    if rewarm_start is None or steps <= 0 or step < rewarm_start:
+        return 1.0
+    return min(1.0, (step - rewarm_start + 1) / steps)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -279,6 +291,8 @@ def train(args: argparse.Namespace) -> dict:
     state.setdefault("tokens_total", 0)
     state.setdefault("history", [])
     state.setdefault("stages", {})
+    if resume_from and not restored:
+        state["rewarm_start"] = state["step"]  # kept in the checkpoint: a crash mid-ramp resumes the ramp
     tokens_per_step = args.batch_size * args.seq_len
     total_steps = max(1, math.ceil(args.tokens / tokens_per_step))
     block_sizes = [int(b) for b in args.block_sizes.split(",")]
@@ -330,6 +344,7 @@ def train(args: argparse.Namespace) -> dict:
         while state["step"] < total_steps:
             step = state["step"]
             lr = lr_at(step, total_steps, args.lr, args.warmup_steps, args.min_lr_ratio)
+            lr *= rewarm_factor(step, state.get("rewarm_start"), args.warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = next(loader).to(device)

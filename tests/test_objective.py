@@ -566,3 +566,13 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     assert train.use_bf16("auto", cpu) is False
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     assert train.use_bf16("auto", cpu) is True
+
+
+def test_resume_without_optimizer_moments_ramps_the_lr_again():
+    from model.train import rewarm_factor
+
+    assert rewarm_factor(500, None, 200) == 1.0  # moments restored: no ramp
+    ramp = [rewarm_factor(step, 500, 200) for step in range(500, 720)]
+    assert ramp[0] == pytest.approx(1 / 200) and ramp[99] == pytest.approx(0.5)
+    assert all(a < b for a, b in zip(ramp[:199], ramp[1:200])) and set(ramp[199:]) == {1.0}
+    assert rewarm_factor(10, 500, 200) == 1.0  # a later stage's fresh schedule restarts at step 0
