@@ -259,6 +259,34 @@ def show_samples(model, jobs: list[dict], codec, device, log) -> None:
 
 # ---------------------------------------------------------------- the loop
 
+def hold_folder_lock(out: Path):
+    """An exclusive lock on `out` for this process's lifetime, or a clear error.
+
+    Two trainers writing one folder overwrite each other's checkpoints (a stopped run
+    that finishes its step after a new one started saves over it). The OS drops the
+    lock when the process ends, so a killed run leaves nothing stale behind. Where
+    fcntl is missing (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = open(out / ".train.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise SystemExit(f"error: {out} is being written by another `seed-lsp train` ({holder}); "
+                         "stop it first or use another --out")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
 @dataclass
 class Clock:
     start: float
@@ -273,6 +301,7 @@ def train(args: argparse.Namespace) -> dict:
     tokenizer = load_tokenizer(tokenizer_path)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    lock = hold_folder_lock(out)  # noqa: F841 (held until the process ends)
     log_file = open(out / "train.log", "a")
 
     def log(msg: str) -> None:

@@ -576,3 +576,14 @@ def test_resume_without_optimizer_moments_ramps_the_lr_again():
     assert ramp[0] == pytest.approx(1 / 200) and ramp[99] == pytest.approx(0.5)
     assert all(a < b for a, b in zip(ramp[:199], ramp[1:200])) and set(ramp[199:]) == {1.0}
     assert rewarm_factor(10, 500, 200) == 1.0  # a later stage's fresh schedule restarts at step 0
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fcntl locks on this platform")
+def test_two_trainers_cannot_write_one_folder(tmp_path):
+    from model.train import hold_folder_lock
+
+    first = hold_folder_lock(tmp_path)
+    with pytest.raises(SystemExit, match="being written by another `seed-lsp train` \\(pid \\d+\\)"):
+        hold_folder_lock(tmp_path)
+    first.close()  # what the OS does when the first trainer ends, killed or not
+    hold_folder_lock(tmp_path).close()
