@@ -59,16 +59,18 @@ def losses_on_same_batches(corpus: Path, folders: list[Path], batches: int = 16)
 
     from model import checkpoint as ckpt
     from model.tokenizer import load_tokenizer
-    from model.train import evaluate, validation_batches
+    from model.train import evaluate, use_bf16, validation_batches
 
     shape = trainer_batch_shape(batches)
     tokenizer = load_tokenizer(folders[0] / ckpt.TOKENIZER)
     held_out = validation_batches(Path(corpus), tokenizer, shape)
-    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    cpu = torch.device("cpu")
+    bf16 = use_bf16("auto", cpu)  # as the trainer validates here: emulated bf16 is many times slower
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
     losses = []
     for folder in folders:
         model = ckpt.load_model(folder)
-        losses.append(round(evaluate(model, model.hidden_states, held_out, torch.device("cpu"), autocast)["val_diff"], 4))
+        losses.append(round(evaluate(model, model.hidden_states, held_out, cpu, autocast)["val_diff"], 4))
     return losses
 
 
