@@ -587,3 +587,16 @@ def test_two_trainers_cannot_write_one_folder(tmp_path):
         hold_folder_lock(tmp_path)
     first.close()  # what the OS does when the first trainer ends, killed or not
     hold_folder_lock(tmp_path).close()
+
+
+def test_a_changed_token_budget_on_resume_is_reported():
+    import argparse
+
+    from model.train import lr_jump_warning
+
+    args = argparse.Namespace(lr=1.5e-3, warmup_steps=200, min_lr_ratio=0.1)
+    state = {"step": 10072, "schedule_steps": 14649}
+    warning = lr_jump_warning(state, 19532, args)
+    assert warning and "4.58e-04 to 8.02e-04" in warning
+    assert lr_jump_warning(state, 14649, args) is None
+    assert lr_jump_warning({"step": 10072}, 19532, args) is None  # nothing recorded: nothing to compare
