@@ -33,7 +33,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="autocast dtype; auto = bf16 where the hardware computes it natively (CUDA, "
                         "AMX or AVX512-BF16 CPUs), else fp32")
-    p.add_argument("--no-bf16", action="store_true", help="same as --precision fp32")
+    p.add_argument("--no-bf16", dest="precision", action="store_const", const="fp32", help="same as --precision fp32")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--workers", type=int, default=0, help="data loader processes (0 = in the training process)")
     p.add_argument("--seed", type=int, default=0)

@@ -348,7 +348,7 @@ def train(args: argparse.Namespace) -> dict:
     state["schedule_steps"] = total_steps
     edit_rate = args.edit_rate if args.stage == "edit" else 0.0
 
-    bf16 = use_bf16(args.precision if not args.no_bf16 else "fp32", device)
+    bf16 = use_bf16(args.precision, device)
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     hidden_fn = torch.compile(model.hidden_states) if args.compile else model.hidden_states
     ce_fn = head_cross_entropy(model, args.compile)

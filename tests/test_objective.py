@@ -578,8 +578,8 @@ def test_resume_without_optimizer_moments_ramps_the_lr_again():
     assert rewarm_factor(10, 500, 200) == 1.0  # a later stage's fresh schedule restarts at step 0
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fcntl locks on this platform")
 def test_two_trainers_cannot_write_one_folder(tmp_path):
+    pytest.importorskip("fcntl", reason="no fcntl locks on this platform")
     from model.train import hold_folder_lock
 
     first = hold_folder_lock(tmp_path)
