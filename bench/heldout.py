@@ -26,7 +26,11 @@ class HeldOutJob:
 def heldout_files(corpus: str | None = None, source: str | None = None) -> list[Path]:
     """Validation files of a corpus manifest, or every .py file under source."""
     if corpus:
-        rows = json.loads((Path(corpus) / "manifest.json").read_text())["files"]
+        manifest = Path(corpus) / "manifest.json"
+        if not manifest.is_file():
+            raise SystemExit(f"error: {manifest} not found: build a corpus (`seed-lsp corpus build --out "
+                             f"{corpus}`), pass --corpus DIR, or --source DIR (a folder of .py files)")
+        rows = json.loads(manifest.read_text())["files"]
         files = [Path(r["path"]) for r in rows if r.get("split") == "val"]
     elif source:
         files = sorted(Path(source).rglob("*.py"))

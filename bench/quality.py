@@ -605,6 +605,10 @@ def main() -> int:
     report = {"decoders": [d.name for d in sides], "threads": args.threads, "machine": machine(),
               "bundle": bundle_info(engine), "seed": args.seed, "limits": limits,
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
+    # Every task list is built before the first decode: a missing corpus fails now, not after minutes.
+    lines = line_tasks(args.corpus, args.source, args.limit_lines, args.seed) if "lines" not in skip else []
+    repairs = (repair_tasks(heldout_files(args.corpus, args.source), args.limit_repair, args.seed)
+               if "repair" not in skip else [])
     if "humaneval" not in skip:
         tasks = humaneval_tasks(args.limit_humaneval, args.seed)
         sandbox = Sandbox()
@@ -615,11 +619,9 @@ def main() -> int:
         finally:
             sandbox.close()
     if "lines" not in skip:
-        report["lines"] = run_lines(engine, sides, line_tasks(args.corpus, args.source, args.limit_lines, args.seed),
-                                    progress_bar)
+        report["lines"] = run_lines(engine, sides, lines, progress_bar)
     if "repair" not in skip:
-        files = heldout_files(args.corpus, args.source)
-        report["repair"] = run_repair(engine, sides, repair_tasks(files, args.limit_repair, args.seed), progress_bar)
+        report["repair"] = run_repair(engine, sides, repairs, progress_bar)
     report["wall_s"] = time.time() - started
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
