@@ -197,6 +197,16 @@ def make_optimizer(model: DiffusionLM, args) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
 
 
+def new_stage_key(stage: str, stages: dict) -> str:
+    """Where a new run of `stage` records its compute: a stage run again (diffusion after edit)
+    gets `diffusion-2`, so the earlier run's tokens and time stay in the record."""
+    key, n = stage, 1
+    while key in stages:
+        n += 1
+        key = f"{stage}-{n}"
+    return key
+
+
 def load_or_create(args, tokenizer_path: Path, vocab_size: int, device) -> tuple[DiffusionLM, dict, Path | None]:
     """Model, training state, and the folder whose optimizer moments to restore (same stage only)."""
     out = Path(args.out)
@@ -209,8 +219,9 @@ def load_or_create(args, tokenizer_path: Path, vocab_size: int, device) -> tuple
     state = ckpt.load_state(source)
     if state.get("stage") != args.stage:  # a new stage: weights carry over, schedule restarts
         history = state.get("history", [])
+        stages = state.get("stages", {})
         state = {"tokens_total": state.get("tokens_total", 0), "history": history,
-                 "stages": state.get("stages", {})}
+                 "stages": stages, "stage_key": new_stage_key(args.stage, stages)}
         return model, state, None
     return model, state, source
 
@@ -381,8 +392,8 @@ def train(args: argparse.Namespace) -> dict:
 
     def save(reason: str) -> None:
         state["stage_seconds"] = wall_before + time.time() - clock.start
-        state["stages"][args.stage] = {"tokens": state["stage_tokens"], "steps": state["step"],
-                                       "seconds": round(state["stage_seconds"], 1)}
+        record = {"tokens": state["stage_tokens"], "steps": state["step"], "seconds": round(state["stage_seconds"], 1)}
+        state["stages"][state.get("stage_key", args.stage)] = record
         # Positions past this were never trained: the engine keeps contexts inside it.
         state["trained_context"] = max(state.get("trained_context", 0), args.seq_len)
         ckpt.save_checkpoint(out, model, tokenizer_path, state, optimizer)

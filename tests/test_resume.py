@@ -75,3 +75,10 @@ def test_killed_run_resumes_from_saved_step(tmp_path):
     assert state["stage"] == "diffusion" and state["step"] == 1
     assert state["tokens_total"] > before
     assert "ar" in state["stages"] and "diffusion" in state["stages"]
+
+    # A stage run again records its compute beside the first run's instead of over it.
+    first_ar = dict(state["stages"]["ar"])
+    args = build_parser().parse_args(train_command(corpus, out, "ar", "--max-steps", "1")[3:])
+    state = train(args)
+    assert state["stages"]["ar"] == first_ar
+    assert state["stages"]["ar-2"]["steps"] == 1 and "diffusion" in state["stages"]
