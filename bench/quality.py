@@ -268,10 +268,10 @@ def similarity_backend() -> str:
         return "difflib.SequenceMatcher.ratio"
 
 
-def line_tasks(corpus: Optional[str], source: Optional[str], count: int, seed: int) -> list[tuple[str, str, str]]:
+def line_tasks(files: list[Path], count: int, seed: int) -> list[tuple[str, str, str]]:
     """(prefix, suffix without the rest of the line, rest of the line) for `count` held-out cursors."""
     tasks = []
-    for job in line_jobs(heldout_files(corpus, source), count, seed):
+    for job in line_jobs(files, count, seed):
         # heldout.line_jobs keeps the rest of the line in the suffix (the latency benchmark types it);
         # here it is the answer, so the model must not see it.
         assert job.suffix.startswith(job.reference)
@@ -606,9 +606,9 @@ def main() -> int:
               "bundle": bundle_info(engine), "seed": args.seed, "limits": limits,
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
     # Every task list is built before the first decode: a missing corpus fails now, not after minutes.
-    lines = line_tasks(args.corpus, args.source, args.limit_lines, args.seed) if "lines" not in skip else []
-    repairs = (repair_tasks(heldout_files(args.corpus, args.source), args.limit_repair, args.seed)
-               if "repair" not in skip else [])
+    files = heldout_files(args.corpus, args.source) if {"lines", "repair"} - skip else []
+    lines = line_tasks(files, args.limit_lines, args.seed) if "lines" not in skip else []
+    repairs = repair_tasks(files, args.limit_repair, args.seed) if "repair" not in skip else []
     if "humaneval" not in skip:
         tasks = humaneval_tasks(args.limit_humaneval, args.seed)
         sandbox = Sandbox()
