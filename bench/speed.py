@@ -52,7 +52,9 @@ class Tally:
     backend: str
     block_size: int
     tau: float
-    verify: bool = False  # draft with the diffusion head, keep what the AR head agrees with
+    verify: bool = False  # draft guesses, keep what the AR head agrees with
+    draft: str = "lookup"  # verify: where the guesses come from (DecodeConfig.draft)
+    min_match: int = 2  # verify: shortest earlier match a lookup draft needs (DecodeConfig.min_match)
     tokens: int = 0
     passes: int = 0
     decode_s: float = 0.0
@@ -82,6 +84,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--taus", default="0.5,0.7,0.9,0.95")
     p.add_argument("--verify-blocks", default="4,8",
                    help="draft-and-verify rows (exactly B=1's text) for these B on the swept backend; '' = none")
+    p.add_argument("--verify-drafts", default="lookup:2,both:1",
+                   help="the verify rows' drafts, DRAFT:MIN_MATCH each (lookup:2 is the server's default)")
     p.add_argument("--threads", type=int, default=0, help="0 = all cores")
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="onnxruntime device of the ONNX rows")
     p.add_argument("--variants", help="ONNX variants to run (default: fp32,int8 on cpu, fp16,fp32 otherwise)")
@@ -140,7 +144,9 @@ def configurations(args, backends) -> list[Tally]:
         tallies += [Tally(f"{backend} B={b} tau={t}", backend, b, t) for b, t in sweep]
         if backend == args.sweep and args.verify_blocks:
             verify = [int(b) for b in args.verify_blocks.split(",")]
-            tallies += [Tally(f"{backend} B={b} verify", backend, b, 1.0, verify=True) for b in verify]
+            drafts = [(d, int(m)) for d, m in (spec.split(":") for spec in args.verify_drafts.split(","))]
+            tallies += [Tally(f"{backend} B={b} verify {d}>={m}", backend, b, 1.0, verify=True, draft=d, min_match=m)
+                        for b in verify for d, m in drafts]
     return tallies
 
 
@@ -152,7 +158,7 @@ def run(args) -> list[dict]:
     for i, job in enumerate(jobs):
         for t in tallies:
             config = DecodeConfig(block_size=t.block_size, tau=t.tau, max_tokens=args.max_tokens, mode=args.mode,
-                                  verify=t.verify, draft="both")
+                                  verify=t.verify, draft=t.draft, min_match=t.min_match)
             t.add(engines[t.backend].complete(Job(job.prefix, job.suffix, config))[0])
         if (i + 1) % 20 == 0:
             print(f"{i + 1}/{len(jobs)} jobs, {time.time() - started:.0f} s", file=sys.stderr)
@@ -163,6 +169,7 @@ def run(args) -> list[dict]:
         same = sum(a == b for a, b in zip(t.texts, base.texts))
         rows.append({
             "config": t.name, "backend": t.backend, "block_size": t.block_size, "tau": t.tau, "verify": t.verify,
+            "draft": t.draft if t.verify else None, "min_match": t.min_match if t.verify else None,
             "tokens": t.tokens, "decode_tok_s": t.tokens / max(t.decode_s, 1e-9),
             "end_to_end_tok_s": t.tokens / max(t.total_s, 1e-9),
             "tokens_per_pass": t.tokens / max(t.passes, 1),

@@ -66,6 +66,8 @@ KV = list[tuple[np.ndarray, np.ndarray]]
 
 MODES = ("line", "block", "infill")
 DRAFTS = ("lookup", "diffusion", "both")
+# Prompt lookup tries the last 3 tokens, then 2, then 1 (DecodeConfig.min_match sets the floor).
+LOOKUP_NGRAM = 3
 STOP_REASONS = ("eos", "newline", "max_tokens", "callback", "deadline")
 
 
@@ -123,7 +125,13 @@ class DecodeConfig:
     verify: bool = False
     # Where verify's guesses come from: "lookup" (earlier text after the same last tokens),
     # "diffusion" (the mask rows of the previous step), "both" (lookup, else diffusion).
-    draft: str = "both"
+    # Lookup by default: on 2-core CPUs a step of 5 rows costs about 2x a 1-row step, and
+    # this model's diffusion guesses are right too rarely to pay for their rows (bench/speed.py).
+    draft: str = "lookup"
+    # A lookup draft needs an earlier occurrence of at least this many of the last tokens
+    # (1..3). A 1-token match is right about a third of the time, a 3-token one 80%: where
+    # the match is shorter the step drafts nothing ("lookup": a 1-row AR step) or diffuses.
+    min_match: int = 2
 
     def __post_init__(self) -> None:
         if not _is_int(self.block_size) or self.block_size < 1:
@@ -140,6 +148,8 @@ class DecodeConfig:
             raise ValueError(f"top_k must be an integer >= 0, got {self.top_k!r}")
         if self.draft not in DRAFTS:
             raise ValueError(f"draft must be one of {DRAFTS}, got {self.draft!r}")
+        if not _is_int(self.min_match) or not 1 <= self.min_match <= LOOKUP_NGRAM:
+            raise ValueError(f"min_match must be an integer in 1..{LOOKUP_NGRAM}, got {self.min_match!r}")
         if self.verify and self.temperature > 0.0:
             raise ValueError("verify compares greedy choices: it needs temperature 0")
 
@@ -653,15 +663,16 @@ class _RowState:
         Lookup first (config.draft "lookup" or "both"): text that follows the latest
         earlier occurrence of the last few tokens, in the context or the completion so
         far. Code repeats itself (names, call patterns, the suffix the completion runs
-        into), and such a draft is often right for many tokens, at no model cost. Else
-        the diffusion head's guesses from this step (there are none after a rejection:
+        into), and such a draft is often right for many tokens, at no model cost; a match
+        shorter than config.min_match counts as none. Else ("lookup") no draft: the step is
+        a 1-row AR step, the cheapest. Else ("diffusion", "both") the diffusion head's guesses from this step (there are none after a rejection:
         they were conditioned on the rejected token), and masks for the rest of the window,
         whose guesses the next step makes.
         """
         window = self.guess_window()
         if self.config.draft in ("lookup", "both"):
             history = np.concatenate([self.context_ids, np.asarray(self.tokens, dtype=np.int64)])
-            found = lookup_draft(history, window)
+            found = lookup_draft(history, window, min_ngram=self.config.min_match)
             if found or self.config.draft == "lookup":
                 self.draft, self.draft_masks = found, 0
                 return
@@ -738,10 +749,11 @@ class _RowState:
         )
 
 
-def lookup_draft(history: np.ndarray, length: int, max_ngram: int = 3) -> list[int]:
+def lookup_draft(history: np.ndarray, length: int, max_ngram: int = LOOKUP_NGRAM, min_ngram: int = 1) -> list[int]:
     """Prompt lookup: up to `length` tokens that followed the latest earlier occurrence of
-    history's last n tokens, trying n = max_ngram first (a longer match predicts better)."""
-    for n in range(min(max_ngram, len(history) - 1), 0, -1):
+    history's last n tokens, trying n = max_ngram first (a longer match predicts better)
+    down to min_ngram; [] when no such match exists."""
+    for n in range(min(max_ngram, len(history) - 1), min_ngram - 1, -1):
         tail = history[-n:]
         windows = np.lib.stride_tricks.sliding_window_view(history[:-1], n)
         hits = np.flatnonzero((windows == tail).all(axis=1))

@@ -31,6 +31,7 @@ def decode_config(settings: Settings, mode: str) -> DecodeConfig:
         temperature=settings.temperature,
         verify=verify,
         draft=settings.draft,
+        min_match=settings.draft_min_match,
     )
 
 

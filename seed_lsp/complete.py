@@ -25,11 +25,14 @@ def add_complete_arguments(p: argparse.ArgumentParser) -> None:
                    help="line: the rest of the line; block: several lines; auto: block where a body is expected")
     p.add_argument("--n", type=int, default=1, help="candidates, decoded in one batch")
     p.add_argument("--decoder", choices=("verify", "diffusion"), default=None,
-                   help="verify: diffusion and lookup drafts checked by the AR head, exactly the text of "
+                   help="verify: drafts (--draft) checked by the AR head, exactly the text of "
                         "--block-size 1 in fewer forward passes; diffusion: block diffusion with --block-size and "
                         "--tau (default: verify, or diffusion when --block-size, --tau or --temperature is given)")
-    p.add_argument("--draft", choices=("both", "lookup", "diffusion"), default="both",
-                   help="verify: where drafts come from (lookup = text that followed the same tokens earlier)")
+    p.add_argument("--draft", choices=("both", "lookup", "diffusion"), default="lookup",
+                   help="verify: where drafts come from (lookup = text that followed the same tokens earlier; "
+                        "both = lookup, else the diffusion head)")
+    p.add_argument("--min-match", type=int, default=2,
+                   help="verify: a lookup draft needs an earlier occurrence of this many last tokens (1-3)")
     p.add_argument("--draft-tokens", type=int, default=4, help="verify: tokens guessed per forward pass")
     p.add_argument("--block-size", type=int, default=None, help="diffusion block; 1 = autoregressive (default: the bundle's)")
     p.add_argument("--tau", type=float, default=None, help="diffusion commit threshold (default: the bundle's)")
@@ -117,6 +120,7 @@ def run(args: argparse.Namespace) -> dict:
             temperature=args.temperature,
             verify=verify,
             draft=args.draft,
+            min_match=args.min_match,
         )
         job = Job(prefix, suffix, config, n=args.n, seed=args.seed)
     except ValueError as exc:

@@ -88,6 +88,7 @@ def test_settings_accept_camel_and_snake_case_and_the_nested_form():
 @pytest.mark.parametrize("raw,message", [
     ({"draft": "ngram"}, "draft must be one of"),
     ({"draftTokens": 0}, "draft_tokens must be between"),
+    ({"draftMinMatch": 4}, "draft_min_match must be between"),
     ({"verify": "yes"}, "verify must be true or false"),
     ({"tau": 7}, "tau must be between"),
     ({"device": "tpu"}, "device must be one of"),
@@ -107,7 +108,10 @@ def test_completions_verify_by_default_and_sampling_falls_back_to_diffusion():
     from lsp_server.inline import decode_config
 
     default = decode_config(Settings(), "line")
-    assert (default.verify, default.block_size, default.draft) == (True, Settings().draft_tokens, "both")
+    assert (default.verify, default.block_size, default.draft, default.min_match) == (True, Settings().draft_tokens,
+                                                                                      "lookup", 2)
+    both, _ = merge_settings(Settings(), {"draft": "both", "draftMinMatch": 1})
+    assert (decode_config(both, "line").draft, decode_config(both, "line").min_match) == ("both", 1)
     merged, _ = merge_settings(Settings(), {"verify": False, "draft": "lookup", "draftTokens": 6})
     assert (decode_config(merged, "block").verify, decode_config(merged, "block").block_size) == (False, 8)
     sampled = decode_config(Settings(temperature=0.7), "line")

@@ -75,6 +75,40 @@ def test_lookup_prefers_the_longest_match_and_the_latest_occurrence():
     assert lookup_draft(np.array([1, 2, 1]), 8) == [2, 1], "the draft stops at the history's end"
 
 
+def test_lookup_needs_a_match_of_at_least_min_ngram_tokens():
+    history = np.array([5, 1, 9, 9, 2, 6, 1])  # only the last token (1) occurred before
+    assert lookup_draft(history, 3) == [9, 9, 2]
+    assert lookup_draft(history, 3, min_ngram=2) == []
+    longer = np.array([4, 1, 9, 9, 2, 4, 1])  # "4 1" occurred before
+    assert lookup_draft(longer, 3, min_ngram=2) == [9, 9, 2]
+    assert lookup_draft(longer, 3, min_ngram=3) == []
+
+
+class RowCountingModel(CopyModel):
+    """CopyModel that records how many input rows each step fed."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[int] = []
+
+    def __call__(self, input_ids, position_ids, attention_mask, past):
+        self.rows.append(int(input_ids.shape[1]))
+        return super().__call__(input_ids, position_ids, attention_mask, past)
+
+
+@pytest.mark.parametrize("min_match, single_row_steps", [(1, False), (2, True)])
+def test_lookup_without_a_long_enough_match_runs_one_row_steps(min_match, single_row_steps):
+    # Every token of this context occurs once. The copy model writes 7 (nothing followed 15
+    # before), and "15 7" never occurred: the step after it has a 1-token match only (7 -> 8).
+    context = [BOS, FIM_PREFIX, 7, 8, 9, 12, 13, 15]
+    config = verify_config(block_size=4, draft="lookup", min_match=min_match, max_tokens=2)
+    model = RowCountingModel()
+    result = decode(model, context, config, **IDS)
+    assert result.tokens == baseline(CopyModel(), context, config).tokens
+    steps = model.rows[1:]  # after the prefill
+    assert (max(steps) == 1) == single_row_steps, steps
+
+
 # --- exactness ------------------------------------------------------------------------------
 
 
@@ -149,7 +183,8 @@ def test_cancellation_stops_a_verify_decode_between_steps():
     assert network.calls == 3, "the prefill and two steps ran; the third step never started"
 
 
-@pytest.mark.parametrize("bad", [dict(verify=True, temperature=0.5), dict(draft="ngram")])
+@pytest.mark.parametrize("bad", [dict(verify=True, temperature=0.5), dict(draft="ngram"), dict(min_match=0),
+                                 dict(min_match=4), dict(min_match=1.5)])
 def test_invalid_verify_config_raises(bad):
     with pytest.raises(ValueError):
         DecodeConfig(**bad)

@@ -23,6 +23,7 @@ export const SERVER_KEYS = [
   'mode',
   'verify',
   'draft',
+  'draftMinMatch',
   'draftTokens',
   'blockSize',
   'tau',
