@@ -664,9 +664,10 @@ class _RowState:
         earlier occurrence of the last few tokens, in the context or the completion so
         far. Code repeats itself (names, call patterns, the suffix the completion runs
         into), and such a draft is often right for many tokens, at no model cost; a match
-        shorter than config.min_match counts as none. Else ("lookup") no draft: the step is
-        a 1-row AR step, the cheapest. Else ("diffusion", "both") the diffusion head's guesses from this step (there are none after a rejection:
-        they were conditioned on the rejected token), and masks for the rest of the window,
+        shorter than config.min_match counts as none. Without one, "lookup" drafts nothing
+        (the step is a 1-row AR step, the cheapest), and "diffusion" and "both" take the
+        diffusion head's guesses from this step (there are none after a rejection: they
+        were conditioned on the rejected token) and masks for the rest of the window,
         whose guesses the next step makes.
         """
         window = self.guess_window()
