@@ -53,8 +53,8 @@ class Tally:
     block_size: int
     tau: float
     verify: bool = False  # draft guesses, keep what the AR head agrees with
-    draft: str = "lookup"  # verify: where the guesses come from (DecodeConfig.draft)
-    min_match: int = 2  # verify: shortest earlier match a lookup draft needs (DecodeConfig.min_match)
+    draft: str = DecodeConfig.draft  # verify: where the guesses come from
+    min_match: int = DecodeConfig.min_match  # verify: shortest earlier match a lookup draft needs
     tokens: int = 0
     passes: int = 0
     decode_s: float = 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
-from engine.decode import DRAFTS
+from engine.decode import DRAFTS, LOOKUP_NGRAM, DecodeConfig
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,8 @@ class Settings:
     code_actions: bool = True         # model quick fixes and rewrites
     mode: str = "auto"                # auto (block where a body is expected), line or block
     verify: bool = True               # completions: drafts checked by the AR head (B=1's text, fewer passes)
-    draft: str = "lookup"             # verify's drafts: lookup (earlier text), diffusion, or both
-    draft_min_match: int = 2          # verify: a lookup draft needs this many last tokens seen before (1-3)
+    draft: str = DecodeConfig.draft   # verify's drafts: lookup (earlier text), diffusion, or both
+    draft_min_match: int = DecodeConfig.min_match  # verify: a lookup draft needs this many last tokens seen before
     draft_tokens: int = 4             # verify: tokens guessed after the last accepted one per pass
     block_size: int = 8               # diffusion block (verify off, repair); 1 = autoregressive
     tau: float = 0.9                  # diffusion commit threshold per step
@@ -53,7 +53,7 @@ class Settings:
 
 CHOICES = {"device": ("auto", "cpu", "cuda"), "mode": ("auto", "line", "block"), "draft": DRAFTS,
            "log_level": ("debug", "info", "warning", "error")}
-RANGES = {"threads": (0, 256), "block_size": (1, 64), "draft_tokens": (1, 64), "draft_min_match": (1, 3), "tau": (1e-6, 1.0), "max_tokens_line": (1, 256),
+RANGES = {"threads": (0, 256), "block_size": (1, 64), "draft_tokens": (1, 64), "draft_min_match": (1, LOOKUP_NGRAM), "tau": (1e-6, 1.0), "max_tokens_line": (1, 256),
           "max_tokens_block": (1, 512), "temperature": (0.0, 10.0), "n": (1, 8), "prefix_tokens": (0, 8192),
           "suffix_tokens": (0, 8192), "min_confidence": (0.0, 1.0), "cache_mb": (0.0, 65536.0),
           "kv_limit_mb": (1.0, 1_048_576.0), "bundle_check_ms": (0, 3_600_000),

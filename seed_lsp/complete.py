@@ -20,6 +20,8 @@ class UsageError(Exception):
 
 
 def add_complete_arguments(p: argparse.ArgumentParser) -> None:
+    from engine.decode import DRAFTS, LOOKUP_NGRAM, DecodeConfig  # numpy only: the defaults live there
+
     p.add_argument("location", help="FILE:LINE:COL, 1-based; COL counts characters, COL = len(line)+1 is the end")
     p.add_argument("--mode", choices=("auto", "line", "block"), default="auto",
                    help="line: the rest of the line; block: several lines; auto: block where a body is expected")
@@ -28,11 +30,11 @@ def add_complete_arguments(p: argparse.ArgumentParser) -> None:
                    help="verify: drafts (--draft) checked by the AR head, exactly the text of "
                         "--block-size 1 in fewer forward passes; diffusion: block diffusion with --block-size and "
                         "--tau (default: verify, or diffusion when --block-size, --tau or --temperature is given)")
-    p.add_argument("--draft", choices=("both", "lookup", "diffusion"), default="lookup",
+    p.add_argument("--draft", choices=DRAFTS, default=DecodeConfig.draft,
                    help="verify: where drafts come from (lookup = text that followed the same tokens earlier; "
                         "both = lookup, else the diffusion head)")
-    p.add_argument("--min-match", type=int, default=2,
-                   help="verify: a lookup draft needs an earlier occurrence of this many last tokens (1-3)")
+    p.add_argument("--min-match", type=int, default=DecodeConfig.min_match,
+                   help=f"verify: a lookup draft needs an earlier occurrence of this many last tokens (1-{LOOKUP_NGRAM})")
     p.add_argument("--draft-tokens", type=int, default=4, help="verify: tokens guessed per forward pass")
     p.add_argument("--block-size", type=int, default=None, help="diffusion block; 1 = autoregressive (default: the bundle's)")
     p.add_argument("--tau", type=float, default=None, help="diffusion commit threshold (default: the bundle's)")
